@@ -1,0 +1,1 @@
+"""Localization: label map -> particle centres (reference, cpu and gpu backends)."""
