@@ -1,0 +1,457 @@
+"""All copick I/O of the pipeline: the only module that imports copick.
+
+Inside the pipeline everything is (z, y, x) voxels; copick stores picks as (x, y, z) Angstrom. The conversion
+lives here and nowhere else: ``xyz_ang = zyx_vox[:, ::-1] * voxel_size`` (voxel centres on integer indices).
+
+Writes are safe: a segmentation or pick set is computed completely before it is written, and an exception (or
+Ctrl-C) in the middle of a write removes what was started, so nothing half-written ever looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline.errors import ProjectError, RunError
+from pipeline.objects import ParticleObject
+from pipeline.selectors import SegSelector
+
+log = logging.getLogger(__name__)
+
+
+def _import_copick():
+    """Import copick without letting it reconfigure logging.
+
+    copick's ``get_logger`` calls ``basicConfig(force=True)`` with a rich handler whenever one of its modules is
+    imported, which would override what run_all.py / the CLI set up (a library must not configure logging).
+    We import the modules we use with the root logger saved and restored, then make the remaining lazy
+    ``get_logger`` calls plain ``logging.getLogger``.
+    """
+    import importlib
+    import sys
+
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level
+    try:
+        module = importlib.import_module("copick")
+        for name in ("copick.util.log", "copick.ops.open", "copick.impl.filesystem", "copick.impl.overlay",
+                     "copick.util.ome"):
+            importlib.import_module(name)
+    finally:
+        root_logger.handlers[:] = handlers
+        root_logger.setLevel(level)
+
+    def quiet_get_logger(name, debug=False):
+        return logging.getLogger(name)
+
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name.startswith("copick") and getattr(mod, "get_logger", None) is not None:
+            mod.get_logger = quiet_get_logger
+    return module
+
+
+copick = _import_copick()
+
+__all__ = [
+    "ParticleObject",
+    "open_project",
+    "overlay_root",
+    "particle_objects",
+    "runs_with_tomogram",
+    "runs_with_segmentation",
+    "tomogram_shape",
+    "read_tomogram",
+    "iter_tomogram_slabs",
+    "write_segmentation",
+    "write_segmentation_log",
+    "segmentation_log_path",
+    "read_segmentation_labels",
+    "read_segmentation",
+    "segmentation_exists",
+    "write_picks",
+    "read_picks",
+    "picks_exist",
+    "zyx_vox_to_xyz_ang",
+    "xyz_ang_to_zyx_vox",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# coordinates
+
+
+def zyx_vox_to_xyz_ang(centers_zyx_vox: np.ndarray, voxel_size: float) -> np.ndarray:
+    centers = np.asarray(centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
+    return centers[:, ::-1] * float(voxel_size)
+
+
+def xyz_ang_to_zyx_vox(picks_xyz_ang: np.ndarray, voxel_size: float) -> np.ndarray:
+    picks = np.asarray(picks_xyz_ang, dtype=np.float64).reshape(-1, 3)
+    return picks[:, ::-1] / float(voxel_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# project
+
+
+def open_project(config_path):
+    """Open a copick project from its configuration JSON; errors name the path and what is wrong."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise ProjectError(
+            f"copick config '{path}': no such file; pass the project's configuration JSON (e.g. -c config.json)"
+        )
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"copick config '{path}': not valid JSON ({exc}); pass a copick configuration JSON") from None
+    if not isinstance(data, dict) or "pickable_objects" not in data:
+        raise ProjectError(
+            f"copick config '{path}': not a copick configuration (no 'pickable_objects' key); "
+            "pass the project's configuration JSON, e.g. the one `tomopick synth` or `copick new` wrote"
+        )
+    if data.get("config_type", "filesystem") == "filesystem" and not data.get("overlay_root"):
+        raise ProjectError(f"copick config '{path}': filesystem project without 'overlay_root'; add one (local://DIR)")
+    try:
+        root = copick.from_file(str(path))
+    except Exception as exc:  # copick/pydantic raise many types for malformed configs
+        raise ProjectError(f"copick config '{path}': copick cannot open it: {exc}") from exc
+    root._tomopick_config_path = str(path)  # for messages and provenance
+    return root
+
+
+def _project_name(root) -> str:
+    return getattr(root, "_tomopick_config_path", None) or "copick project"
+
+
+def overlay_root(root) -> Path:
+    """Local directory of the writable overlay root (``local://`` or a plain path)."""
+    uri = root.config.overlay_root
+    for prefix in ("local://", "file://"):
+        if uri.startswith(prefix):
+            uri = uri[len(prefix):]
+    return Path(uri)
+
+
+def particle_objects(root) -> list[ParticleObject]:
+    """The project's particle objects (``is_particle``), sorted by label; weight from ``metadata['weight']``."""
+    objects = []
+    for obj in root.pickable_objects:
+        if not obj.is_particle:
+            continue
+        if obj.label is None or obj.radius is None:
+            raise ProjectError(
+                f"{_project_name(root)}: particle object '{obj.name}' has no "
+                f"{'label' if obj.label is None else 'radius'}; add it to the pickable_objects entry"
+            )
+        weight = (obj.metadata or {}).get("weight", 1)
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise ProjectError(
+                f"{_project_name(root)}: object '{obj.name}' has metadata weight {weight!r}, not a number"
+            ) from None
+        objects.append(ParticleObject(obj.name, int(obj.label), float(obj.radius), weight))
+    return sorted(objects, key=lambda o: o.label)
+
+
+def _get_run(root, run_id: str):
+    run = root.get_run(run_id)
+    if run is None:
+        raise RunError(f"{_project_name(root)}: no run named '{run_id}'; check --run-ids against the project's runs")
+    return run
+
+
+def _tomogram(root, run_id: str, voxel_size: float, tomo_alg: str):
+    run = _get_run(root, run_id)
+    vs = run.get_voxel_spacing(float(voxel_size))
+    if vs is None:
+        have = sorted(v.voxel_size for v in run.voxel_spacings)
+        raise RunError(f"run '{run_id}': no voxel spacing {voxel_size:g} A (it has {have}); check --voxel-size")
+    tomo = _first(vs.get_tomograms(tomo_alg))
+    if tomo is None:
+        have = sorted(t.tomo_type for t in vs.tomograms)
+        raise RunError(
+            f"run '{run_id}': no tomogram '{tomo_alg}' at {voxel_size:g} A (it has {have}); check --tomo-alg"
+        )
+    return tomo
+
+
+def _select_runs(root, run_ids):
+    names = [r.name for r in root.runs]
+    if run_ids is None:
+        return names, {}
+    known = set(names)
+    wanted, skipped = [], {}
+    for rid in run_ids:
+        if rid in known:
+            wanted.append(rid)
+        else:
+            skipped[rid] = "no such run in the project"
+    return wanted, skipped
+
+
+def runs_with_tomogram(root, voxel_size: float, tomo_alg: str, run_ids=None) -> tuple[list[str], dict[str, str]]:
+    """Runs that have tomogram ``tomo_alg@voxel_size``; the others map to the reason they were skipped."""
+    candidates, skipped = _select_runs(root, run_ids)
+    found = []
+    for rid in candidates:
+        vs = root.get_run(rid).get_voxel_spacing(float(voxel_size))
+        if vs is None:
+            skipped[rid] = f"no voxel spacing {voxel_size:g} A"
+        elif not vs.get_tomograms(tomo_alg):
+            skipped[rid] = f"no tomogram '{tomo_alg}' at {voxel_size:g} A"
+        else:
+            found.append(rid)
+    return found, skipped
+
+
+def _zarr_level0(tomo):
+    import zarr
+
+    group = zarr.open(tomo.zarr(), mode="r")
+    return group["0"]
+
+
+def tomogram_shape(root, run_id: str, voxel_size: float, tomo_alg: str) -> tuple[int, int, int]:
+    return tuple(int(s) for s in _zarr_level0(_tomogram(root, run_id, voxel_size, tomo_alg)).shape)
+
+
+def read_tomogram(root, run_id: str, voxel_size: float, tomo_alg: str) -> np.ndarray:
+    """The full-resolution tomogram as a float32 (z, y, x) array (read chunk by chunk, one output buffer)."""
+    tomo = _tomogram(root, run_id, voxel_size, tomo_alg)
+    arr = _zarr_level0(tomo)
+    if arr.ndim != 3:
+        raise RunError(f"run '{run_id}': tomogram '{tomo_alg}' has shape {arr.shape}, expected 3 axes (z, y, x)")
+    out = np.empty(arr.shape, dtype=np.float32)
+    step = int(arr.chunks[0]) if arr.chunks else 64
+    for z0 in range(0, arr.shape[0], step):
+        out[z0:z0 + step] = arr[z0:z0 + step]
+    return out
+
+
+def iter_tomogram_slabs(root, run_id: str, voxel_size: float, tomo_alg: str, slab: int = 64) -> Iterator:
+    """Yield ``(z0, float32 slab)`` along z, so a tomogram can be streamed without holding it whole."""
+    arr = _zarr_level0(_tomogram(root, run_id, voxel_size, tomo_alg))
+    for z0 in range(0, arr.shape[0], slab):
+        yield z0, np.asarray(arr[z0:z0 + slab], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# segmentations
+
+
+def _first(items):
+    return items[0] if items else None
+
+
+def _find_segmentation(run, voxel_size: float, seg: SegSelector):
+    return _first(run.get_segmentations(
+        name=seg.name, user_id=seg.user_id, session_id=seg.session_id, voxel_size=float(voxel_size),
+        is_multilabel=True,
+    ))
+
+
+def segmentation_exists(root, run_id: str, voxel_size: float, seg: SegSelector) -> bool:
+    return _find_segmentation(_get_run(root, run_id), voxel_size, seg) is not None
+
+
+def write_segmentation(root, run_id: str, label_map_zyx: np.ndarray, voxel_size: float, seg: SegSelector) -> None:
+    """Write a uint8 label map as multilabel segmentation ``seg``; on any failure the segmentation is removed."""
+    label_map = np.asarray(label_map_zyx)
+    if label_map.ndim != 3:
+        raise RunError(f"run '{run_id}': label map has shape {label_map.shape}, expected (z, y, x)")
+    if label_map.dtype != np.uint8:
+        if label_map.size and (label_map.min() < 0 or label_map.max() > 255):
+            raise RunError(f"run '{run_id}': label map values outside 0..255 cannot be stored as uint8")
+        label_map = label_map.astype(np.uint8)
+    run = _get_run(root, run_id)
+    if run.get_voxel_spacing(float(voxel_size)) is None:
+        run.new_voxel_spacing(voxel_size, exist_ok=True)
+    old = _find_segmentation(run, voxel_size, seg)
+    if old is not None:
+        old.delete()  # overwrite = remove, then write fresh; never a mix of old and new chunks
+    copick_seg = run.new_segmentation(
+        voxel_size=voxel_size, name=seg.name, session_id=seg.session_id, is_multilabel=True,
+        user_id=seg.user_id, exist_ok=True,
+    )
+    try:
+        copick_seg.from_numpy(label_map, dtype=np.uint8)
+    except BaseException:
+        _remove_quietly(copick_seg, f"segmentation {seg.uri()} of run '{run_id}'")
+        raise
+
+
+def _remove_quietly(copick_obj, what: str) -> None:
+    try:
+        copick_obj.delete()
+        log.warning("removed the partly written %s after a failure", what)
+    except Exception as exc:  # the original failure matters more than this one
+        log.error("could not remove the partly written %s: %s", what, exc)
+
+
+def read_segmentation(root, run_id: str, voxel_size: float, seg: SegSelector) -> np.ndarray:
+    """The multilabel segmentation ``seg`` of a run as uint8 (z, y, x); RunError if it is missing."""
+    run = _get_run(root, run_id)
+    copick_seg = _find_segmentation(run, voxel_size, seg)
+    if copick_seg is None:
+        raise RunError(
+            f"run '{run_id}': no multilabel segmentation {seg.uri()} at {voxel_size:g} A; "
+            "run `tomopick segment` first or check --seg-info/--seg-uri"
+        )
+    import zarr
+
+    arr = zarr.open(copick_seg.zarr(), mode="r")["0"]
+    return np.asarray(arr[:], dtype=np.uint8)
+
+
+def runs_with_segmentation(root, voxel_size: float, seg: SegSelector, run_ids=None) -> tuple[list[str], dict[str, str]]:
+    candidates, skipped = _select_runs(root, run_ids)
+    found = []
+    for rid in candidates:
+        if _find_segmentation(root.get_run(rid), voxel_size, seg) is None:
+            skipped[rid] = f"no segmentation {seg.uri()} at {voxel_size:g} A"
+        else:
+            found.append(rid)
+    return found, skipped
+
+
+def segmentation_log_path(root, seg: SegSelector) -> Path:
+    return overlay_root(root) / "logs" / f"segment-{seg.user_id}_{seg.session_id}_{seg.name}.yaml"
+
+
+def write_segmentation_log(root, seg: SegSelector, params: dict) -> Path:
+    """Write octopi's segmentation parameters YAML (octopi's ``localize`` refuses to run without it)."""
+    if "labels" not in params:
+        raise ValueError("segmentation log parameters must include 'labels' (object name -> label id)")
+    path = segmentation_log_path(root, seg)
+    _atomic_write_text(path, yaml.safe_dump(_plain(params), sort_keys=False))
+    return path
+
+
+def read_segmentation_labels(root, seg: SegSelector) -> dict[str, int] | None:
+    """Object name -> label id from the segmentation's log YAML; None when the log is absent."""
+    path = segmentation_log_path(root, seg)
+    if not path.is_file():
+        return None
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProjectError(f"segmentation log '{path}': not valid YAML ({exc}); fix or delete it") from None
+    labels = params.get("labels") if isinstance(params, dict) else None
+    if labels is None:
+        # octopi nests parameters under a top-level key in some versions; accept the first 'labels' found
+        labels = _find_key(params, "labels")
+    if labels is None:
+        return None
+    if not isinstance(labels, dict):
+        raise ProjectError(f"segmentation log '{path}': 'labels' is {type(labels).__name__}, expected name -> id")
+    return {str(k): int(v) for k, v in labels.items()}
+
+
+def _find_key(tree, key):
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        for value in tree.values():
+            found = _find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# picks
+
+
+def write_picks(
+    root, run_id: str, object_name: str, centers_zyx_vox, voxel_size: float, user_id: str, session_id: str,
+    scores=None,
+) -> None:
+    """Write picks given as (z, y, x) voxel centres: copick gets (x, y, z) Angstrom and identity transforms."""
+    centers = np.asarray(centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
+    if not np.all(np.isfinite(centers)):
+        raise RunError(f"run '{run_id}', object '{object_name}': pick positions contain NaN or inf")
+    picks_xyz_ang = zyx_vox_to_xyz_ang(centers, voxel_size)
+    transforms = np.broadcast_to(np.eye(4), (len(centers), 4, 4)).copy()
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if scores.shape[0] != len(centers):
+            raise ValueError(f"{len(scores)} scores for {len(centers)} picks")
+    run = _get_run(root, run_id)
+    if root.get_object(object_name) is None:
+        raise RunError(f"{_project_name(root)}: no pickable object '{object_name}'; check --pick-objects")
+    copick_picks = run.new_picks(object_name=object_name, session_id=session_id, user_id=user_id, exist_ok=True)
+    try:
+        copick_picks.from_numpy(picks_xyz_ang, transforms, scores=scores)
+    except BaseException:
+        _remove_quietly(copick_picks, f"picks {object_name} {user_id}/{session_id} of run '{run_id}'")
+        raise
+
+
+def _find_picks(run, object_name: str, user_id: str, session_id: str):
+    return _first(run.get_picks(object_name=object_name, user_id=user_id, session_id=session_id))
+
+
+def picks_exist(root, run_id: str, object_name: str, user_id: str, session_id: str) -> bool:
+    return _find_picks(_get_run(root, run_id), object_name, user_id, session_id) is not None
+
+
+def read_picks(root, run_id: str, object_name: str, user_id: str, session_id: str, voxel_size: float) -> np.ndarray:
+    """Particle centres as (N, 3) float64 (z, y, x) voxels; location plus the transform's translation.
+
+    Missing picks give an empty (0, 3) array (octopi: no GT -> every prediction is a FP).
+    """
+    copick_picks = _find_picks(_get_run(root, run_id), object_name, user_id, session_id)
+    if copick_picks is None:
+        return np.zeros((0, 3), dtype=np.float64)
+    picks_xyz_ang = copick_picks.full_positions()
+    if len(picks_xyz_ang) == 0:
+        return np.zeros((0, 3), dtype=np.float64)
+    return xyz_ang_to_zyx_vox(picks_xyz_ang, voxel_size)
+
+
+def read_pick_scores(root, run_id: str, object_name: str, user_id: str, session_id: str) -> np.ndarray:
+    copick_picks = _find_picks(_get_run(root, run_id), object_name, user_id, session_id)
+    if copick_picks is None:
+        return np.zeros(0, dtype=np.float64)
+    return copick_picks.scores()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _plain(value):
+    """Turn numpy scalars / tuples / Paths into plain YAML-safe Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write aside, then rename: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
