@@ -1,0 +1,108 @@
+"""Render tomogram slices with ground-truth and predicted picks drawn on them, to PNG, to check picks by eye.
+
+Each pick whose sphere (the object's radius) the slice cuts is drawn as a circle of the cut radius: ground truth
+solid, predictions dashed, one colour per object; a cross marks centres on the slice. Slices are chosen through
+the picks (evenly spaced quantiles of their z) unless --z is given. One PNG per run and slice:
+<output>/<run>_z<z>.png.
+
+Example:
+  tomopick show -c config.json -runs TS_0_0 -gtuid data-portal -gtsid 0 -puid octopi -psid 1 -o show
+  tomopick show -c config.json -runs TS_0_0 --z 40,60 --slab 3
+"""
+
+from __future__ import annotations
+
+from pipeline.cli.common import add_config_arg, add_tomo_args
+
+
+def add_arguments(p) -> None:
+    add_config_arg(p)
+    p.add_argument(
+        "-runs", "--run-ids", default=None,
+        help="comma-separated run names (default: the first run that has the tomogram)",
+    )
+    add_tomo_args(p)
+    p.add_argument("-gtuid", "--ground-truth-user-id", default="data-portal", help="user id of the ground truth")
+    p.add_argument(
+        "-gtsid", "--ground-truth-session-id", default=None, help="session id of the ground truth (default: any)"
+    )
+    p.add_argument("-puid", "--predict-user-id", default="octopi", help="user id of the predicted picks (octopi)")
+    p.add_argument("-psid", "--predict-session-id", default="1", help="session id of the predicted picks (1)")
+    p.add_argument("-names", "--object-names", default=None, help="comma-separated objects to draw (default: all)")
+    p.add_argument("--z", default=None, help="comma-separated z slice indices (default: chosen through the picks)")
+    p.add_argument("-n", "--num-slices", type=int, default=3, help="slices per run when --z is not given (3)")
+    p.add_argument("--slab", type=int, default=1, help="average this many slices around each z for contrast (1)")
+    p.add_argument("-o", "--output", default="show", help="folder for the PNGs (default: show)")
+
+
+def _int_list(value, flag: str) -> list[int]:
+    from pipeline.errors import ConfigError
+
+    try:
+        return [int(v) for v in str(value).strip("[]").replace(" ", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: expected comma-separated integers, e.g. 40,60") from None
+
+
+def run(args) -> int:
+    import logging
+    from pathlib import Path
+
+    from pipeline import copick_io, plots
+    from pipeline.cli.evaluate import _list_arg
+    from pipeline.errors import ConfigError, RunError
+    from pipeline.evaluate import select_objects
+    from pipeline.selectors import resolve_tomo
+
+    log = logging.getLogger("tomopick.show")
+    tomo = resolve_tomo(args.voxel_size, args.tomo_alg, args.tomo_uri)
+    if args.num_slices < 1:
+        raise ConfigError(f"--num-slices {args.num_slices}: need at least 1")
+    if args.slab < 1:
+        raise ConfigError(f"--slab {args.slab}: need at least 1 slice")
+    root = copick_io.open_project(args.config)
+    objects = select_objects(copick_io.particle_objects(root), _list_arg(args.object_names))
+    run_ids, skipped = copick_io.runs_with_tomogram(root, tomo.voxel_size, tomo.tomo_alg, _list_arg(args.run_ids))
+    for rid, reason in skipped.items():
+        log.warning("run %s skipped: %s", rid, reason)
+    if not run_ids:
+        raise RunError(f"no run has tomogram {tomo.uri()} (asked for: {args.run_ids or 'any run'}); check --tomo-uri")
+    if args.run_ids is None:
+        run_ids = run_ids[:1]
+    z_asked = _int_list(args.z, "--z") if args.z is not None else None
+
+    out_dir = Path(args.output)
+    written = []
+    for run_id in run_ids:
+        depth = copick_io.tomogram_shape(root, run_id, tomo.voxel_size, tomo.tomo_alg)[0]
+        layers = []
+        for i, obj in enumerate(objects):
+            color = plots.object_color(i)
+            radius_vox = obj.radius / tomo.voxel_size
+            for source, user_id, session_id in (
+                ("ground truth", args.ground_truth_user_id, args.ground_truth_session_id),
+                ("prediction", args.predict_user_id, args.predict_session_id),
+            ):
+                centers = copick_io.read_picks(root, run_id, obj.name, user_id, session_id, tomo.voxel_size)
+                if len(centers):
+                    layers.append(plots.PickLayer(centers, radius_vox, obj.name, source, color))
+        if z_asked is not None:
+            bad = [z for z in z_asked if not 0 <= z < depth]
+            if bad:
+                raise ConfigError(f"--z {bad}: run '{run_id}' has z slices 0 to {depth - 1}")
+            z_list = z_asked
+        else:
+            z_list = plots.choose_slices([layer.centers_zyx_vox for layer in layers], depth, args.num_slices)
+        if not layers:
+            log.warning("run %s: no picks of %s found for either source", run_id, [o.name for o in objects])
+        volume = copick_io.read_tomogram(root, run_id, tomo.voxel_size, tomo.tomo_alg)
+        for z in z_list:
+            path = out_dir / f"{run_id}_z{z:04d}.png"
+            plots.render_slice(
+                volume, z, layers, path, title=f"{run_id} {tomo.uri()}", slab=args.slab, voxel_size=tomo.voxel_size
+            )
+            written.append(path)
+        del volume
+        log.info("run %s: %d slices, %d pick layers", run_id, len(z_list), len(layers))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0

@@ -1,0 +1,184 @@
+"""Pictures: per-object scores of an evaluation, and tomogram slices with picks drawn on them.
+
+matplotlib is imported inside the functions and drawn through its Agg canvas directly (no pyplot, no global
+backend switch), so importing this module costs nothing and it works on machines without a display.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Colour-blind friendly (Okabe-Ito), one per object in label order; cycles when there are more objects.
+OBJECT_COLORS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#FFFFFF")
+
+
+def _new_figure(width_in: float, height_in: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_scores(result, path) -> Path:
+    """Grouped bars of precision, recall and F-beta per object (counts summed over runs, as the final score
+    uses them), with each object's weight and the final weighted score in the title. Returns ``path``."""
+    path = Path(path)
+    names = [o.name for o in result.objects]
+    scores = result.object_scores()
+    values = np.array([scores[n] for n in names], dtype=float).reshape(-1, 3)
+    fig = _new_figure(max(6.0, 1.3 * len(names) + 2.0), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(names))
+    width = 0.26
+    bar_labels = ("precision", "recall", f"F{result.beta:g}")
+    bar_colors = ("#56B4E9", "#E69F00", "#009E73")
+    for i, (label, color) in enumerate(zip(bar_labels, bar_colors)):
+        bars = ax.bar(x + (i - 1) * width, values[:, i], width, label=label, color=color)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [f"{n}\nweight {o.weight:g}" for n, o in zip(names, result.objects)], fontsize=8, rotation=0
+    )
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("score")
+    ax.legend(loc="upper left", ncols=3, fontsize=8, frameon=False)
+    ax.set_title(
+        f"{result.metric} rule ({result.distance_threshold_scale:g} x radius), {len(result.run_ids)} runs: "
+        f"final weighted F{result.beta:g} = {result.final_fbeta_score:.3f}",
+        fontsize=10,
+    )
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slices with picks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PickLayer:
+    """One set of picks to draw: ``centers_zyx_vox`` (N, 3), the object's radius in voxels, a legend name."""
+
+    centers_zyx_vox: np.ndarray
+    radius_vox: float
+    object_name: str
+    source: str  # "ground truth" or "prediction"
+    color: str
+
+
+def cross_section_radii(centers_zyx_vox: np.ndarray, radius_vox: float, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which spheres of radius ``radius_vox`` the plane ``z`` cuts, and the radius of each cut circle.
+
+    Returns (indices into ``centers_zyx_vox``, circle radii in voxels)."""
+    centers = np.asarray(centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
+    dz = centers[:, 0] - float(z)
+    inside = np.abs(dz) < radius_vox
+    idx = np.flatnonzero(inside)
+    return idx, np.sqrt(radius_vox**2 - dz[idx] ** 2)
+
+
+def choose_slices(centers_zyx_vox: Sequence[np.ndarray], depth: int, n_slices: int) -> list[int]:
+    """Up to ``n_slices`` z indices through the picks (evenly spaced quantiles of the picks' z); evenly spaced
+    through the volume when there are no picks."""
+    if depth < 1 or n_slices < 1:
+        return []
+    zs = [np.asarray(c, dtype=np.float64).reshape(-1, 3)[:, 0] for c in centers_zyx_vox]
+    z_all = np.concatenate(zs) if zs else np.zeros(0)
+    z_all = z_all[np.isfinite(z_all)]
+    if len(z_all) == 0:
+        picked = np.linspace(0, depth - 1, n_slices + 2)[1:-1]
+    else:
+        picked = np.quantile(z_all, (np.arange(n_slices) + 0.5) / n_slices)
+    out = sorted({int(min(max(round(float(z)), 0), depth - 1)) for z in picked})
+    return out
+
+
+def render_slice(
+    volume_zyx: np.ndarray,
+    z: int,
+    layers: Sequence[PickLayer],
+    path,
+    *,
+    title: str = "",
+    slab: int = 1,
+    voxel_size: float | None = None,
+) -> Path:
+    """Draw tomogram slice ``z`` (mean of ``slab`` slices centred on it, for contrast) with every pick whose
+    sphere the slice cuts as a circle of the cut radius: ground truth solid, predictions dashed, one colour per
+    object; a cross marks centres within half a voxel of the slice. Saves a PNG at ``path``."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle
+
+    path = Path(path)
+    depth = volume_zyx.shape[0]
+    if not 0 <= z < depth:
+        raise ValueError(f"slice z={z} is outside the tomogram (0 to {depth - 1})")
+    half = max(int(slab), 1) // 2
+    z0, z1 = max(z - half, 0), min(z + half + 1, depth)
+    image = np.asarray(volume_zyx[z0:z1], dtype=np.float32).mean(axis=0)
+    lo, hi = np.percentile(image, (1, 99)) if image.size else (0.0, 1.0)
+    if not hi > lo:
+        hi = lo + 1.0
+
+    ny, nx = image.shape
+    scale = 9.0 / max(nx, ny)
+    fig = _new_figure(nx * scale + 2.6, ny * scale + 0.7)
+    ax = fig.add_axes((0.02, 0.02, (nx * scale) / (nx * scale + 2.6) - 0.02, 0.9))
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", origin="upper")
+    counts = {}
+    for layer in layers:
+        idx, radii = cross_section_radii(layer.centers_zyx_vox, layer.radius_vox, z)
+        centers = np.asarray(layer.centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
+        dashed = layer.source != "ground truth"
+        for i, r in zip(idx, radii):
+            cz, cy, cx = centers[i]
+            ax.add_patch(
+                Circle(
+                    (cx, cy), r, fill=False, edgecolor=layer.color, linewidth=1.4 if not dashed else 1.1,
+                    linestyle="--" if dashed else "-",
+                )
+            )
+            if abs(cz - z) <= 0.5:
+                ax.plot([cx], [cy], marker="+", color=layer.color, markersize=5, markeredgewidth=1)
+        counts[(layer.object_name, layer.source)] = len(idx)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(ny - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    size = f" ({voxel_size:g} A/voxel)" if voxel_size else ""
+    ax.set_title(f"{title}  z = {z}{size}" if title else f"z = {z}{size}", fontsize=10)
+
+    handles, seen = [], set()
+    for layer in layers:
+        if layer.object_name in seen:
+            continue
+        seen.add(layer.object_name)
+        n_gt = counts.get((layer.object_name, "ground truth"), 0)
+        n_pred = counts.get((layer.object_name, "prediction"), 0)
+        handles.append(
+            Line2D([], [], color=layer.color, linewidth=2, label=f"{layer.object_name} ({n_gt} GT, {n_pred} pred)")
+        )
+    handles.append(Line2D([], [], color="black", linestyle="-", label="ground truth"))
+    handles.append(Line2D([], [], color="black", linestyle="--", label="prediction"))
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def object_color(index: int) -> str:
+    return OBJECT_COLORS[index % len(OBJECT_COLORS)]
+
