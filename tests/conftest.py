@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny synthetic copick projects made once per test session."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth_project_template(tmp_path_factory):
+    """A read-only tiny synthetic project (2 runs of 40x72x64, seed 7) with GT picks and GT label maps.
+
+    Tests that write into a project must use ``synth_project`` (a private copy) instead.
+    """
+    from pipeline.synthetic import make_synthetic_project
+
+    out = tmp_path_factory.mktemp("synth_template")
+    return make_synthetic_project(out / "project", runs=2, shape=(40, 72, 64), seed=7)
+
+
+@pytest.fixture()
+def synth_project(synth_project_template, tmp_path):
+    """A private, writable copy of the tiny synthetic project; returns the path of its config.json."""
+    import json
+
+    src_dir = synth_project_template.parent
+    dst_dir = tmp_path / "project"
+    shutil.copytree(src_dir, dst_dir)
+    config = json.loads((dst_dir / "config.json").read_text())
+    config["overlay_root"] = f"local://{(dst_dir / 'overlay').resolve()}"
+    (dst_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return dst_dir / "config.json"
