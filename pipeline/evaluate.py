@@ -342,7 +342,7 @@ def evaluate_project(
     from pipeline import copick_io
 
     t0 = time.perf_counter()
-    check_metric(metric)
+    resolve_threshold_scale(metric, distance_threshold_scale)  # refuse bad values before reading anything
     objects = list(objects)
     if not objects:
         raise ConfigError("no particle objects to evaluate: the project has none, or none were selected")

@@ -15,8 +15,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Colour-blind friendly (Okabe-Ito), one per object in label order; cycles when there are more objects.
-OBJECT_COLORS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#FFFFFF")
+# Saturated colours that stay apart from each other on a grey tomogram, one per object in label order (cycles).
+OBJECT_COLORS = ("#FF3B30", "#00E5FF", "#76FF03", "#FF40FF", "#FFD600", "#FF9100", "#2979FF", "#FFFFFF")
 
 
 def _new_figure(width_in: float, height_in: float):
@@ -91,7 +91,7 @@ def cross_section_radii(centers_zyx_vox: np.ndarray, radius_vox: float, z: float
 
 
 def choose_slices(centers_zyx_vox: Sequence[np.ndarray], depth: int, n_slices: int) -> list[int]:
-    """Up to ``n_slices`` z indices through the picks (evenly spaced quantiles of the picks' z); evenly spaced
+    """Up to ``n_slices`` z indices through pick centres (evenly spaced quantiles of the picks' z); evenly spaced
     through the volume when there are no picks."""
     if depth < 1 or n_slices < 1:
         return []
@@ -101,7 +101,8 @@ def choose_slices(centers_zyx_vox: Sequence[np.ndarray], depth: int, n_slices: i
     if len(z_all) == 0:
         picked = np.linspace(0, depth - 1, n_slices + 2)[1:-1]
     else:
-        picked = np.quantile(z_all, (np.arange(n_slices) + 0.5) / n_slices)
+        # "nearest": each chosen slice goes through an actual pick centre
+        picked = np.quantile(z_all, (np.arange(n_slices) + 0.5) / n_slices, method="nearest")
     out = sorted({int(min(max(round(float(z)), 0), depth - 1)) for z in picked})
     return out
 
@@ -116,13 +117,30 @@ def render_slice(
     slab: int = 1,
     voxel_size: float | None = None,
 ) -> Path:
-    """Draw tomogram slice ``z`` (mean of ``slab`` slices centred on it, for contrast) with every pick whose
-    sphere the slice cuts as a circle of the cut radius: ground truth solid, predictions dashed, one colour per
-    object; a cross marks centres within half a voxel of the slice. Saves a PNG at ``path``."""
+    """Draw tomogram slice ``z`` with its picks (see ``slice_figure``) and save it as a PNG at ``path``."""
+    path = Path(path)
+    fig = slice_figure(volume_zyx, z, layers, title=title, slab=slab, voxel_size=voxel_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def slice_figure(
+    volume_zyx: np.ndarray,
+    z: int,
+    layers: Sequence[PickLayer],
+    *,
+    title: str = "",
+    slab: int = 1,
+    voxel_size: float | None = None,
+):
+    """A matplotlib Figure of tomogram slice ``z`` (mean of ``slab`` slices centred on it, for contrast) with
+    every pick whose sphere the slice cuts drawn as a circle of the cut radius: ground truth solid, predictions
+    dashed, one colour per object; a cross marks centres within half a voxel of the slice. Image axes: x to the
+    right, y down, in voxels."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle
 
-    path = Path(path)
     depth = volume_zyx.shape[0]
     if not 0 <= z < depth:
         raise ValueError(f"slice z={z} is outside the tomogram (0 to {depth - 1})")
@@ -134,9 +152,9 @@ def render_slice(
         hi = lo + 1.0
 
     ny, nx = image.shape
-    scale = 9.0 / max(nx, ny)
-    fig = _new_figure(nx * scale + 2.6, ny * scale + 0.7)
-    ax = fig.add_axes((0.02, 0.02, (nx * scale) / (nx * scale + 2.6) - 0.02, 0.9))
+    scale = 8.0 / max(nx, ny)
+    fig = _new_figure(nx * scale, ny * scale)
+    ax = fig.add_subplot(1, 1, 1)
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", origin="upper")
     counts = {}
     for layer in layers:
@@ -147,7 +165,7 @@ def render_slice(
             cz, cy, cx = centers[i]
             ax.add_patch(
                 Circle(
-                    (cx, cy), r, fill=False, edgecolor=layer.color, linewidth=1.4 if not dashed else 1.1,
+                    (cx, cy), r, fill=False, edgecolor=layer.color, linewidth=1.3 if dashed else 2.0,
                     linestyle="--" if dashed else "-",
                 )
             )
@@ -173,10 +191,8 @@ def render_slice(
         )
     handles.append(Line2D([], [], color="black", linestyle="-", label="ground truth"))
     handles.append(Line2D([], [], color="black", linestyle="--", label="prediction"))
-    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return fig
 
 
 def object_color(index: int) -> str:
