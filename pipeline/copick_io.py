@@ -75,9 +75,11 @@ __all__ = [
     "read_segmentation_labels",
     "read_segmentation",
     "segmentation_exists",
+    "remove_segmentation",
     "write_picks",
     "read_picks",
     "picks_exist",
+    "remove_picks",
     "zyx_vox_to_xyz_ang",
     "xyz_ang_to_zyx_vox",
 ]
@@ -290,6 +292,15 @@ def write_segmentation(root, run_id: str, label_map_zyx: np.ndarray, voxel_size:
         raise
 
 
+def remove_segmentation(root, run_id: str, voxel_size: float, seg: SegSelector) -> bool:
+    """Delete segmentation ``seg`` of a run if present (used to undo a run's partial output); True if removed."""
+    copick_seg = _find_segmentation(_get_run(root, run_id), voxel_size, seg)
+    if copick_seg is None:
+        return False
+    copick_seg.delete()
+    return True
+
+
 def _remove_quietly(copick_obj, what: str) -> None:
     try:
         copick_obj.delete()
@@ -403,6 +414,15 @@ def _find_picks(run, object_name: str, user_id: str, session_id: str):
 
 def picks_exist(root, run_id: str, object_name: str, user_id: str, session_id: str) -> bool:
     return _find_picks(_get_run(root, run_id), object_name, user_id, session_id) is not None
+
+
+def remove_picks(root, run_id: str, object_name: str, user_id: str, session_id: str) -> bool:
+    """Delete a pick set if present (used to undo a run's partial output); True if removed."""
+    copick_picks = _find_picks(_get_run(root, run_id), object_name, user_id, session_id)
+    if copick_picks is None:
+        return False
+    copick_picks.delete()
+    return True
 
 
 def read_picks(root, run_id: str, object_name: str, user_id: str, session_id: str, voxel_size: float) -> np.ndarray:

@@ -1,0 +1,30 @@
+"""tomopick's main job: ``python run_all.py configs/x.yaml`` runs segment -> localize -> (evaluate) on every run.
+
+Loads the YAML run config (schema and defaults: pipeline/config.py), sets up logging and hands over to the
+streaming driver (pipeline/stream.py). ``tomopick run CONFIG`` does the same.
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="run config YAML, e.g. configs/demo.yaml")
+    parser.add_argument("--shard", default=None, help="K/N: take every N-th run starting at K (SLURM arrays)")
+    parser.add_argument("--overwrite", action="store_true", help="redo runs whose picks exist already")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    args = parser.parse_args(argv)
+
+    from pipeline.cli import main as cli_main
+
+    forwarded = ["-v"] * args.verbose + ["run", args.config]
+    if args.shard:
+        forwarded += ["--shard", args.shard]
+    if args.overwrite:
+        forwarded.append("--overwrite")
+    return cli_main(forwarded)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
