@@ -155,8 +155,9 @@ def score_object(
 
 
 def fbeta(precision: float, recall: float, beta: float) -> float:
+    # octopi's exact expression and association, so the floats come out bit-identical
     denom = beta**2 * precision + recall
-    return (1 + beta**2) * precision * recall / denom if denom > 0 else 0
+    return (1 + beta**2) * (precision * recall) / denom if denom > 0 else 0
 
 
 def scores_from_counts(counts: Counts, beta: float = DEFAULT_BETA) -> dict:
