@@ -1,0 +1,123 @@
+"""Run config validation: every error names the file, the key, the value and the fix; defaults live in config.py."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline.config import RunConfig, load_config
+from pipeline.errors import ConfigError
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "m.yaml").write_text("model: {}\n")
+    (tmp_path / "a.pth").write_bytes(b"")
+    (tmp_path / "b.pth").write_bytes(b"")
+    (tmp_path / "config.json").write_text("{}")
+    return tmp_path
+
+
+def write(tmp_path, doc) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def base(**extra):
+    doc = {"copick_config": "config.json", "model": {"configs": ["m.yaml"], "weights": ["a.pth"]}}
+    doc.update(extra)
+    return doc
+
+
+def test_defaults_and_relative_paths(files):
+    cfg = load_config(write(files, base()))
+    assert isinstance(cfg, RunConfig)
+    assert cfg.copick_config == str((files / "config.json").resolve())
+    assert cfg.model.weights == [str((files / "a.pth").resolve())]
+    assert (cfg.voxel_size, cfg.tomo_alg, cfg.device) == (10.0, "wbp", "auto")
+    assert (cfg.segment.mode, cfg.segment.ntta, cfg.segment.overlap, cfg.segment.window_batch) == ("fast", 4, 0.5, 4)
+    assert cfg.segment.write_segmentation == "predict,octopi,1"
+    assert (cfg.localize.method, cfg.localize.filter_size, cfg.localize.n_procs) == ("watershed", 10, 8)
+    assert (cfg.localize.pick_user_id, cfg.localize.pick_session_id) == ("octopi", "1")
+    assert cfg.evaluate is None  # no block: no evaluation
+    assert (cfg.output.overwrite, cfg.output.on_error) == (False, "raise")
+
+
+def test_evaluate_block_with_defaults(files):
+    cfg = load_config(write(files, base(evaluate=None)))
+    assert cfg.evaluate is not None and cfg.evaluate.metric == "octopi" and cfg.evaluate.beta == 4.0
+    cfg = load_config(write(files, base(evaluate={"metric": "czii"})))
+    assert cfg.evaluate.metric == "czii" and cfg.evaluate.ground_truth_user_id == "data-portal"
+
+
+def test_one_config_for_several_weights(files):
+    cfg = load_config(write(files, base(model={"configs": ["m.yaml"], "weights": ["a.pth", "b.pth"]})))
+    assert len(cfg.model.weights) == 2
+
+
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        (base(colour="red"), r"run.yaml: unknown key 'colour'; valid keys: .*copick_config"),
+        (base(segment={"ntta": "four"}), r"'segment.ntta' should be int, got str 'four'"),
+        (base(segment={"ntta": 9}), r"'segment.ntta' should be 1..8, got 9"),
+        (base(segment={"mode": "turbo"}), r"'segment.mode' is 'turbo'; choose one of fast, compat"),
+        (base(segment={"overlap": 1.5}), r"'segment.overlap' should be in \[0, 1\)"),
+        (base(segment={"write_segmentation": "a,b"}), r"segment.write_segmentation.*NAME,USER_ID,SESSION_ID"),
+        (base(localize={"method": "magic"}), r"'localize.method' is 'magic'; choose one of watershed, com"),
+        (base(localize={"radius_min_scale": 2.0}), r"radius_min_scale.*<=.*radius_max_scale"),
+        (base(localize={"typo": 1}), r"unknown key 'localize.typo'; valid keys under localize"),
+        (base(output={"on_error": "ignore"}), r"'output.on_error' is 'ignore'; choose one of raise, skip"),
+        (base(output={"overwrite": "yes"}), r"'output.overwrite' should be bool, got str"),
+        (base(copick_config="nope.json"), r"'copick_config' file '.*nope.json' does not exist"),
+        (base(model={"configs": ["m.yaml"], "weights": ["missing.pth"]}), r"'model.weights' file .*missing.pth"),
+        (base(model={"configs": ["m.yaml", "m.yaml"], "weights": ["a.pth", "b.pth", "a.pth"]}),
+         r"'model.configs' has 2 entries but 'model.weights' has 3"),
+        (base(model={"configs": ["m.yaml"]}), r"'model.weights' is missing"),
+        (base(shard="3/2"), r"shard '3/2' needs 0 <= K < N"),
+        (base(shard="x"), r"shard 'x' should be 'K/N'"),
+        (base(device="tpu"), r"'device': device 'tpu': expected auto, cpu, cuda or cuda:N"),
+        (base(voxel_size=-1), r"'voxel_size' should be > 0"),
+        ({"model": {"configs": ["m.yaml"], "weights": ["a.pth"]}}, r"give 'copick_config'"),
+    ],
+)
+def test_validation_errors(files, doc, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(files, doc))
+
+
+def test_gpu_asked_without_one(files):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="'device'.*no CUDA device.*use device 'cpu' or 'auto'"):
+        load_config(write(files, base(device="cuda")))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml': not valid YAML"):
+        load_config(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level"):
+        load_config(top)
+
+
+def test_synthetic_block_sets_project_path(files):
+    doc = base(synthetic={"out": "demo/project", "runs": 1, "shape": [16, 32, 24]})
+    del doc["copick_config"]
+    cfg = load_config(write(files, doc))
+    assert cfg.copick_config == str((files / "demo" / "project" / "config.json").resolve())
+    with pytest.raises(ConfigError, match="synthetic.shape"):
+        load_config(write(files, {**doc, "synthetic": {"shape": [4, 4]}}))
+
+
+def test_overrides_replace_keys(files):
+    cfg = load_config(write(files, base()), overrides={"shard": "1/3", "device": "cpu"})
+    assert cfg.shard_index() == (1, 3) and cfg.device == "cpu"
