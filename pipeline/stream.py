@@ -370,7 +370,7 @@ def _worker_main(config_dict: dict, source: str, device_spec: str, run_ids: list
     from pipeline.config import config_from_dict
 
     cfg = config_from_dict(config_dict, source=source, check_files=False)
-    cfg.device = device_spec
+    cfg.device, cfg.evaluate = device_spec, None  # the parent evaluates once all workers are done
     device = resolve_device(device_spec)
     root, objects, ensemble = _open_all(cfg, device)
     return [asdict(r) for r in process_runs(cfg, root, run_ids, objects, device, ensemble, progress=False,

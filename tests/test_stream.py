@@ -1,0 +1,137 @@
+"""The streaming driver end to end on a tiny synthetic project: picks, reports, failures, resume, shards, workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import copick_io
+from pipeline.config import config_from_dict
+from pipeline.selectors import SegSelector
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "models" / "demo_unet.yaml"
+DEMO_WEIGHTS = REPO / "configs" / "models" / "demo_unet.pth"
+
+pytestmark = pytest.mark.skipif(not DEMO_WEIGHTS.is_file(), reason="demo model not trained yet")
+
+
+def make_cfg(project_config: Path, tmp_path: Path, **over):
+    doc = {
+        "copick_config": str(project_config),
+        "device": "cpu",
+        "model": {"configs": [str(DEMO_CONFIG)], "weights": [str(DEMO_WEIGHTS)]},
+        "segment": {"mode": "fast", "ntta": 2},
+        "localize": {"n_procs": 1},
+        "evaluate": {"metric": "octopi"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    return config_from_dict(doc, source="test.yaml")
+
+
+def picks_of(config_path, run_id, user="octopi", session="1"):
+    root = copick_io.open_project(config_path)
+    return {o.name: copick_io.read_picks(root, run_id, o.name, user, session, 10.0)
+            for o in copick_io.particle_objects(root)}
+
+
+def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypatch):
+    from pipeline.stream import run_pipeline
+
+    cfg = make_cfg(synth_project, tmp_path)
+    result = run_pipeline(cfg, progress=False)
+    assert [r.status for r in result.records] == ["done", "done"]
+    assert not result.failed
+    # picks written for both runs, close to the ground truth (the demo model on its own kind of data)
+    assert result.evaluation is not None and result.evaluation.final_fbeta_score > 0.5
+    root = copick_io.open_project(synth_project)
+    for run_id in ("TS_7_0", "TS_7_1"):
+        assert copick_io.segmentation_exists(root, run_id, 10.0, SegSelector("predict", "octopi", "1"))
+        total = sum(len(v) for v in picks_of(synth_project, run_id).values())
+        assert total > 0
+    labels = copick_io.read_segmentation_labels(root, SegSelector("predict", "octopi", "1"))
+    assert labels["ribosome"] == 4
+    report = json.loads(result.report_path.read_text())
+    assert report["summary"]["runs_done"] == 2
+    assert set(report["runs"][0]["seconds"]) >= {"read", "segment", "localize", "write"}
+    assert report["summary"]["tomograms_per_minute"] > 0
+    assert report["evaluation"]["final_fbeta_score"] == pytest.approx(result.evaluation.final_fbeta_score)
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["device"]["name"] == "cpu" and "asked for cpu" in manifest["device"]["reason"]
+    assert manifest["versions"]["torch"] and manifest["resolved_config"]["segment"]["ntta"] == 2
+    assert (tmp_path / "out" / "scores" / "average_metrics.yaml").is_file()
+
+    # a second run skips what is done, without segmenting anything
+    import pipeline.segment
+
+    def no_segmenting(*a, **k):
+        raise AssertionError("segmented a run that was already done")
+
+    monkeypatch.setattr(pipeline.segment, "segment_volume", no_segmenting)
+    again = run_pipeline(cfg, progress=False)
+    assert [r.status for r in again.records] == ["skipped-done", "skipped-done"]
+    assert again.evaluation.final_fbeta_score == pytest.approx(result.evaluation.final_fbeta_score)
+
+
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatch, on_error):
+    from pipeline import stream
+
+    real_write_picks = copick_io.write_picks
+
+    def flaky_write_picks(root, run_id, object_name, *a, **k):
+        if run_id == "TS_7_1" and object_name == "ribosome":
+            raise OSError("disk full")
+        return real_write_picks(root, run_id, object_name, *a, **k)
+
+    monkeypatch.setattr(copick_io, "write_picks", flaky_write_picks)
+    cfg = make_cfg(synth_project, tmp_path, output={"on_error": on_error}, run_ids=["TS_7_0", "TS_7_1"])
+    if on_error == "raise":
+        with pytest.raises(stream.RunFailed, match="disk full"):
+            stream.run_pipeline(cfg, progress=False)
+    else:
+        result = stream.run_pipeline(cfg, progress=False)
+        assert [r.run_id for r in result.failed] == ["TS_7_1"]
+        assert "disk full" in result.failed[0].error
+        report = json.loads(result.report_path.read_text())
+        assert report["summary"]["runs_failed"] == 1
+    root = copick_io.open_project(synth_project)
+    # the failed run has neither its segmentation nor any of its pick sets (apo-ferritin etc. were written first)
+    assert not copick_io.segmentation_exists(root, "TS_7_1", 10.0, SegSelector("predict", "octopi", "1"))
+    for o in copick_io.particle_objects(root):
+        assert not copick_io.picks_exist(root, "TS_7_1", o.name, "octopi", "1")
+    if on_error == "skip":
+        assert copick_io.segmentation_exists(root, "TS_7_0", 10.0, SegSelector("predict", "octopi", "1"))
+
+
+def test_shards_split_runs(synth_project, tmp_path):
+    from pipeline.stream import run_pipeline
+
+    result = run_pipeline(make_cfg(synth_project, tmp_path, shard="1/2", evaluate=None), progress=False)
+    assert [r.run_id for r in result.records] == ["TS_7_1"]
+    root = copick_io.open_project(synth_project)
+    assert not copick_io.picks_exist(root, "TS_7_0", "ribosome", "octopi", "1")
+
+
+def test_worker_processes_give_the_same_picks(synth_project, tmp_path):
+    """The multi-GPU path (one spawned worker per device, runs round-robin), exercised with two CPU workers."""
+    from pipeline.stream import run_pipeline
+
+    single = run_pipeline(make_cfg(synth_project, tmp_path, evaluate=None), progress=False)
+    single_picks = {r: picks_of(synth_project, r) for r in ("TS_7_0", "TS_7_1")}
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None, output={"overwrite": True})
+    multi = run_pipeline(cfg, progress=False, workers=["cpu", "cpu"])
+    assert sorted(r.worker for r in multi.records) == ["w0:cpu", "w1:cpu"]
+    assert [r.status for r in single.records] == [r.status for r in multi.records] == ["done", "done"]
+    for run_id, by_obj in single_picks.items():
+        again = picks_of(synth_project, run_id)
+        for name, pts in by_obj.items():
+            np.testing.assert_allclose(again[name], pts)
