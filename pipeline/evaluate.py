@@ -13,7 +13,10 @@ Two rules, named plainly (spec section 6):
     distance "at most r"); FP = predictions - TP; FN = ground truth - TP. As in the challenge, FP can go
     negative when one prediction lies within ``t`` of two ground-truth points (only possible for ground-truth
     centres closer than ``2 t = radius`` to each other, i.e. overlapping particles); we keep the challenge's
-    numbers rather than invent a third rule.
+    numbers rather than invent a third rule. The challenge measured distances in Angstrom against
+    ``0.5 * radius`` Angstrom; we measure in voxels against ``0.5 * radius / voxel_size`` (the same test up to
+    the last bit of rounding), and normalise by the weights of the objects scored (the challenge by all six of
+    its weights: the same when all six are scored).
 
 Both: no ground truth -> every prediction is FP; no prediction -> every ground-truth point is FN. Per run and
 object: precision, recall, F1, F-beta ``(1 + b^2) P R / (b^2 P + R)``, accuracy ``TP / (TP + FP + FN)``, each 0
@@ -336,10 +339,12 @@ def evaluate_project(
     beta: float = DEFAULT_BETA,
     distance_threshold_scale: float | None = None,
     config_path: str | None = None,
+    progress: bool = False,
 ) -> EvaluationResult:
     """Read ground-truth and predicted picks of every run and object through ``pipeline.copick_io`` and score
     them (see the module docstring for the rules). ``run_ids`` None: every run of the project. Missing picks
-    count as empty. ``config_path`` only fills the ``input`` block of the reports."""
+    count as empty. ``config_path`` only fills the ``input`` block of the reports; ``progress`` shows a tqdm bar
+    over runs (reading picks through copick is most of the time)."""
     from pipeline import copick_io
 
     t0 = time.perf_counter()
@@ -364,7 +369,12 @@ def evaluate_project(
 
     picks: dict[str, dict[str, tuple]] = {}
     n_gt = n_pred = 0
-    for run_id in runs:
+    iterator = runs
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(runs, desc="evaluate: reading picks", unit="run")
+    for run_id in iterator:
         picks[run_id] = {}
         for obj in objects:
             gt = read(run_id, obj.name, gt_user_id, gt_session_id)

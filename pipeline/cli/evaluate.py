@@ -79,6 +79,7 @@ def run(args) -> int:
         beta=args.fbeta,
         distance_threshold_scale=args.distance_threshold_scale,
         config_path=args.config,
+        progress=True,
     )
     paths = write_reports(result, args.save_path)
     print(format_table(result))
