@@ -120,11 +120,11 @@ def resolve_seg(seg_info=None, seg_uri=None, default: SegSelector = DEFAULT_SEG)
 
 
 def parse_run_ids(value) -> list[str] | None:
-    """``"TS_1,TS_2"`` or a list -> list of run names; None/empty -> None (all runs)."""
+    """``"TS_1,TS_2"``, octopi's ``"[TS_1,TS_2]"`` or a list -> list of run names; None/empty -> None (all runs)."""
     if value is None:
         return None
     if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
+        items = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",")]
     else:
         items = [str(v).strip() for v in value]
     items = [v for v in items if v]

@@ -57,3 +57,5 @@ def test_run_ids():
     assert parse_run_ids("") is None
     assert parse_run_ids("TS_1, TS_2,") == ["TS_1", "TS_2"]
     assert parse_run_ids(["a", 5]) == ["a", "5"]
+    assert parse_run_ids("[TS_1,TS_2]") == ["TS_1", "TS_2"]  # octopi's spelling
+    assert parse_run_ids("['TS_1', 'TS_2']") == ["TS_1", "TS_2"]
