@@ -1,0 +1,141 @@
+"""What every localization backend shares (spec section 4): size windows, pick merging, the border rule, scores.
+
+The backends (reference, cpu, gpu) differ only in how they turn one class of the label map into candidate
+centres and region sizes; everything after that (merge within ``r_min``, drop picks near the border, score)
+happens here, once, on the host, on at most a few thousand points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.objects import ParticleObject
+
+METHODS = ("watershed", "com")
+BACKENDS = ("auto", "reference", "cpu", "gpu")
+BORDER_FRACTION = 0.005  # octopi: drop picks closer than 0.5% of that axis' length to the volume border
+
+
+@dataclass
+class Picks:
+    """Particle centres of one object in one run, in (z, y, x) voxels, and one score per pick.
+
+    ``scores``: voxels in the watershed region(s) (or connected component(s), for ``com``) that made the
+    pick, divided by the voxels of a sphere of the object's radius, ``4/3 pi (radius / voxel_size)^3``.
+    About 1 for a whole particle segmented at its true size; well below 1 for a fragment. A pick merged from
+    several regions (within ``r_min`` of each other) sums their sizes.
+    """
+
+    centers_zyx_vox: np.ndarray = field(default_factory=lambda: np.empty((0, 3), np.float64))
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+
+    def __len__(self) -> int:
+        return int(self.centers_zyx_vox.shape[0])
+
+
+@dataclass(frozen=True)
+class SizeWindow:
+    """Radii (voxels) and region-size bounds (voxels) of one object: ``V = 4/3 pi r^3``."""
+
+    r_min: float
+    r_max: float
+    v_min: float
+    v_max: float
+    v_sphere: float  # volume of a sphere of the object's full radius: the score's denominator
+
+
+def sphere_volume(radius_vox: float) -> float:
+    return 4.0 / 3.0 * math.pi * radius_vox**3
+
+
+def size_window(obj: ParticleObject, voxel_size: float, radius_min_scale: float, radius_max_scale: float) -> SizeWindow:
+    r_min = obj.radius * radius_min_scale / voxel_size
+    r_max = obj.radius * radius_max_scale / voxel_size
+    return SizeWindow(r_min, r_max, sphere_volume(r_min), sphere_volume(r_max), sphere_volume(obj.radius / voxel_size))
+
+
+def check_parameters(method: str, filter_size, radius_min_scale, radius_max_scale, voxel_size, backend: str) -> None:
+    """Refuse bad parameters before any work, naming the parameter, the value and what is expected."""
+    if method not in METHODS:
+        raise ConfigError(f"localization method {method!r}: expected one of {', '.join(METHODS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"localization backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if method == "watershed" and (
+        isinstance(filter_size, bool) or not isinstance(filter_size, (int, np.integer)) or filter_size <= 0
+    ):
+        raise ConfigError(
+            f"localization filter_size {filter_size!r}: the maximum-filter side must be a positive integer "
+            "number of voxels (octopi's default is 10)"
+        )
+    for name, value in (("radius_min_scale", radius_min_scale), ("radius_max_scale", radius_max_scale)):
+        if not (isinstance(value, (int, float, np.floating, np.integer)) and value >= 0 and math.isfinite(value)):
+            raise ConfigError(f"localization {name} {value!r}: expected a finite number >= 0 (e.g. 0.5 / 1.0)")
+    if not (isinstance(voxel_size, (int, float, np.floating, np.integer)) and voxel_size > 0):
+        raise ConfigError(f"localization voxel_size {voxel_size!r}: expected Angstrom per voxel > 0, e.g. 10")
+
+
+def check_objects(objects) -> list[ParticleObject]:
+    objects = list(objects)
+    seen: dict[str, int] = {}
+    for obj in objects:
+        if not isinstance(obj, ParticleObject):
+            raise ConfigError(f"localization object {obj!r}: expected a pipeline.objects.ParticleObject")
+        if not 1 <= int(obj.label) <= 255:
+            raise ConfigError(
+                f"object {obj.name!r}: label {obj.label} cannot occur in a uint8 label map (expected 1..255; 0 is "
+                "background)"
+            )
+        if obj.name in seen:
+            raise ConfigError(f"object {obj.name!r} is listed twice (labels {seen[obj.name]} and {obj.label})")
+        seen[obj.name] = int(obj.label)
+    return objects
+
+
+def merge_close_picks(centers_zyx_vox: np.ndarray, sizes: np.ndarray, r_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each connected group of picks (pairs at distance <= ``r_min``, transitively) by its mean.
+
+    octopi's ``remove_repeated_picks``: a KD-tree neighbour graph with the threshold inclusive, connected
+    components, the unweighted mean of each group. Returns (centres, summed sizes), groups ordered by their
+    first member.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = centers_zyx_vox.shape[0]
+    if n <= 1:
+        return centers_zyx_vox.astype(np.float64, copy=True), sizes.astype(np.float64, copy=True)
+    pairs = np.array(sorted(cKDTree(centers_zyx_vox).query_pairs(r_min)), dtype=np.int64).reshape(-1, 2)
+    if pairs.shape[0] == 0:
+        return centers_zyx_vox.astype(np.float64, copy=True), sizes.astype(np.float64, copy=True)
+    graph = coo_matrix((np.ones(pairs.shape[0]), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    n_groups, group = connected_components(graph, directed=False)
+    counts = np.bincount(group, minlength=n_groups).astype(np.float64)
+    merged = np.empty((n_groups, 3), np.float64)
+    for axis in range(3):
+        merged[:, axis] = np.bincount(group, weights=centers_zyx_vox[:, axis], minlength=n_groups) / counts
+    merged_sizes = np.bincount(group, weights=sizes.astype(np.float64), minlength=n_groups)
+    return merged, merged_sizes
+
+
+def inside_border(centers_zyx_vox: np.ndarray, shape_zyx) -> np.ndarray:
+    """Boolean keep-mask: every coordinate within ``[0.005 * n, n - 0.005 * n]`` of its own axis (inclusive)."""
+    size = np.asarray(shape_zyx, dtype=np.float64)
+    margin = size * BORDER_FRACTION
+    return np.all((centers_zyx_vox >= margin) & (centers_zyx_vox <= size - margin), axis=1)
+
+
+def finalize(centers_zyx_vox: np.ndarray, sizes: np.ndarray, shape_zyx, window: SizeWindow) -> Picks:
+    """Candidates of one object -> Picks: merge within ``r_min``, drop near the border, score (see Picks)."""
+    centers = np.asarray(centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
+    if centers.shape[0] == 0:
+        return Picks()
+    centers, sizes = merge_close_picks(centers, sizes, window.r_min)
+    keep = inside_border(centers, shape_zyx)
+    scores = sizes[keep] / window.v_sphere if window.v_sphere > 0 else np.zeros(int(keep.sum()))
+    return Picks(np.ascontiguousarray(centers[keep]), np.asarray(scores, np.float64))

@@ -1,0 +1,114 @@
+"""Fast CPU localization: the reference's picks from sparse, per-component work in numba kernels.
+
+One labelling pass finds the 6-connected components of every wanted class at once (kernels/label_scan.py);
+after that nothing touches a whole-volume array. Per class: open each component and split it
+(kernels/opened.py), distance transform per opened component on its bounding box grown by one voxel
+(kernels/edt.py), maximum filter on each component's window crop fed with its neighbours' distances
+(kernels/peaks.py), one priority flood for the whole class (kernels/watershed_heap.py), then sizes and
+centroids by ``bincount`` over the component voxels. Each step is exact with respect to the reference on the
+class's bounding-box crop (see each kernel's docstring), so the picks are the reference's picks up to float
+summation order in the centroids.
+
+Classes run in ``n_procs`` worker threads: the kernels release the GIL (``nogil=True``), so threads give the
+parallelism of processes without copying or sharing the label map, and nothing has to be spawn-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from pipeline.localize.common import SizeWindow
+
+log = logging.getLogger(__name__)
+
+
+def scan(label_map: np.ndarray, labels):
+    """The one labelling pass: raw 6-connected components of every class in ``labels``."""
+    from kernels.label_scan import scan_components
+
+    return scan_components(label_map, labels)
+
+
+def _coords(flat_index: np.ndarray, shape_zyx) -> np.ndarray:
+    return np.stack(np.unravel_index(flat_index, shape_zyx), axis=1).astype(np.float64)
+
+
+def candidates_watershed(shape_zyx, components, label: int, filter_size: int, window: SizeWindow):
+    """Candidate centres (N, 3) and region sizes (N,) of one class from the scan's components."""
+    from kernels.edt import edt_components
+    from kernels.opened import opened_components
+    from kernels.peaks import marker_components
+    from kernels.watershed_heap import watershed_heap
+
+    comp_value, comp_start, comp_bbox, voxels = components
+    ids = np.flatnonzero(comp_value == label)
+    if ids.size == 0:
+        return np.empty((0, 3)), np.empty(0)
+    class_box = np.concatenate([comp_bbox[ids, :3].min(axis=0), comp_bbox[ids, 3:].max(axis=0)])
+    crops = opened_components(shape_zyx, voxels, comp_start, comp_bbox, ids)
+    if crops["ovox"].size == 0:
+        return np.empty((0, 3)), np.empty(0)
+    dist_vox = edt_components(shape_zyx, class_box, crops)
+    marker_vox, n_markers = marker_components(shape_zyx, class_box, filter_size, crops, dist_vox)
+    if n_markers == 0:
+        return np.empty((0, 3)), np.empty(0)
+    region = watershed_heap(-dist_vox.astype(np.float64), marker_vox, crops["ovox"], crops)
+    return region_centroids(region, n_markers, crops["ovox"], shape_zyx, window, strict=False)
+
+
+def candidates_com(shape_zyx, components, label: int, window: SizeWindow):
+    comp_value, comp_start, _, voxels = components
+    ids = np.flatnonzero(comp_value == label)
+    if ids.size == 0:
+        return np.empty((0, 3)), np.empty(0)
+    sizes = (comp_start[ids + 1] - comp_start[ids]).astype(np.float64)
+    ids = ids[(sizes > window.v_min) & (sizes < window.v_max)]
+    if ids.size == 0:
+        return np.empty((0, 3)), np.empty(0)
+    counts = comp_start[ids + 1] - comp_start[ids]
+    member = np.repeat(np.arange(ids.size), counts)
+    flat = np.concatenate([voxels[comp_start[i] : comp_start[i + 1]] for i in ids])
+    coords = _coords(flat, shape_zyx)
+    centers = np.stack([np.bincount(member, weights=coords[:, a], minlength=ids.size) for a in range(3)], axis=1)
+    return centers / counts[:, None], counts.astype(np.float64)
+
+
+def region_centroids(region_vox, n_regions, flat_index, shape_zyx, window: SizeWindow, strict: bool):
+    """Sizes and unweighted centroids of regions 1..n given per-voxel region ids; keep those in the window."""
+    sizes = np.bincount(region_vox, minlength=n_regions + 1)[1:].astype(np.float64)
+    if strict:
+        keep = (sizes > window.v_min) & (sizes < window.v_max)
+    else:
+        keep = (sizes >= window.v_min) & (sizes <= window.v_max)
+    if not keep.any():
+        return np.empty((0, 3)), np.empty(0)
+    coords = _coords(flat_index, shape_zyx)
+    sums = np.stack(
+        [np.bincount(region_vox, weights=coords[:, a], minlength=n_regions + 1)[1:] for a in range(3)], axis=1
+    )
+    return sums[keep] / sizes[keep, None], sizes[keep]
+
+
+def candidates_all(label_map: np.ndarray, tasks, method: str, filter_size: int, n_procs: int):
+    """``tasks``: list of (key, label, SizeWindow) -> {key: (centres, sizes)}; classes spread over threads."""
+    shape = label_map.shape
+    components = scan(label_map, [label for _, label, _ in tasks])
+    comp_value, comp_start = components[0], components[1]
+    sizes = np.bincount(comp_value, weights=np.diff(comp_start), minlength=256) if comp_value.size else np.zeros(256)
+
+    def one(task):
+        key, label, window = task
+        if method == "watershed":
+            return key, candidates_watershed(shape, components, label, filter_size, window)
+        return key, candidates_com(shape, components, label, window)
+
+    # biggest classes first, so the last one to finish is a small one
+    ordered = sorted(tasks, key=lambda t: -sizes[t[1]])
+    workers = max(1, min(int(n_procs), len(ordered)))
+    if workers == 1:
+        return dict(one(t) for t in ordered)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localize") as pool:
+        return dict(pool.map(one, ordered))

@@ -1,0 +1,73 @@
+"""Localization written plainly with SciPy / scikit-image: octopi 1.7's semantics, the yardstick.
+
+Spec section 4, one class at a time, on whole-volume arrays (slow, memory-hungry, obviously right):
+
+- ``watershed``: mask = (label_map == label) cropped to its bounding box; binary opening with the 6-connected
+  cross; Euclidean distance transform (float32, as octopi); markers = 6-connected components of
+  ``(dist == maximum_filter(dist, size=filter_size)) & opened`` (mode "reflect" at the crop's faces, SciPy's
+  default); ``skimage.segmentation.watershed(-dist, markers, mask=opened)`` (6-connectivity); regions with
+  ``V_min <= voxels <= V_max``; centroid + crop offset.
+- ``com``: 6-connected components of the mask with ``V_min < voxels < V_max`` (strict); centroid. Unlike
+  octopi 1.7 (whose ``com`` picks come out with x and z swapped), the result is (z, y, x).
+
+The fast backends must give the same picks (see tests/test_localize_parity.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from pipeline.localize.common import SizeWindow
+
+CROSS = ndi.generate_binary_structure(3, 1)
+
+
+def candidates_watershed(label_map: np.ndarray, label: int, filter_size: int, window: SizeWindow):
+    """Candidate centres (N, 3) zyx voxels and region sizes (N,) of one class, before merge / border rules."""
+    mask = label_map == label
+    slices = ndi.find_objects(mask.view(np.uint8))
+    if not slices or slices[0] is None:
+        return np.empty((0, 3)), np.empty(0)
+    crop = slices[0]
+    offset = np.array([s.start for s in crop], dtype=np.float64)
+    opened = ndi.binary_opening(mask[crop], structure=CROSS)
+    del mask
+    if not opened.any():
+        return np.empty((0, 3)), np.empty(0)
+    dist = ndi.distance_transform_edt(opened).astype(np.float32)
+    local_max = (dist == ndi.maximum_filter(dist, size=filter_size)) & opened
+    markers, n_markers = ndi.label(local_max, structure=CROSS)
+    if n_markers == 0:
+        return np.empty((0, 3)), np.empty(0)
+    from skimage.segmentation import watershed
+
+    regions = watershed(-dist, markers=markers, mask=opened, connectivity=1)
+    return _region_centroids(regions, n_markers, offset, window, strict=False)
+
+
+def candidates_com(label_map: np.ndarray, label: int, window: SizeWindow):
+    """Candidate centres and sizes of one class by connected components (sizes strictly inside the window)."""
+    components, n = ndi.label(label_map == label, structure=CROSS)
+    if n == 0:
+        return np.empty((0, 3)), np.empty(0)
+    return _region_centroids(components, n, np.zeros(3), window, strict=True)
+
+
+def _region_centroids(regions: np.ndarray, n_regions: int, offset: np.ndarray, window: SizeWindow, strict: bool):
+    sizes = np.bincount(regions.ravel(), minlength=n_regions + 1)[1:]
+    if strict:
+        keep = (sizes > window.v_min) & (sizes < window.v_max)
+    else:
+        keep = (sizes >= window.v_min) & (sizes <= window.v_max)
+    index = np.flatnonzero(keep) + 1
+    if index.size == 0:
+        return np.empty((0, 3)), np.empty(0)
+    centers = np.asarray(ndi.center_of_mass(np.ones(regions.shape, np.float32), regions, index), np.float64)
+    return centers.reshape(-1, 3) + offset, sizes[keep].astype(np.float64)
+
+
+def candidates(label_map: np.ndarray, label: int, method: str, filter_size: int, window: SizeWindow):
+    if method == "watershed":
+        return candidates_watershed(label_map, label, filter_size, window)
+    return candidates_com(label_map, label, window)
