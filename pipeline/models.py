@@ -11,6 +11,7 @@ missing; keys that change the network's shape are required and their absence is 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +292,22 @@ def load_network(config: ModelConfig, weights_path: str | Path, device: str = "c
     return network
 
 
+def size_divisor(config: ModelConfig) -> int:
+    """Window sides this network accepts are multiples of this (its total downsampling); dim_in is one of them."""
+    m = config.model
+    try:
+        if config.architecture in ("Unet", "DynUNet"):
+            total = 1
+            for s in m.get("strides", ()):
+                total *= max(s) if isinstance(s, (list, tuple)) else int(s)
+            return max(total, 1)
+        if config.architecture == "SegResNet":
+            return 2 ** (len(m.get("blocks_down", (1, 2, 2, 4))) - 1)
+    except (TypeError, ValueError):
+        pass
+    return 32 if config.architecture == "SwinUNETR" else config.dim_in
+
+
 @dataclass
 class Ensemble:
     """Networks averaged as logits ("model soup"). All share ``num_classes``, ``dim_in`` and ``labels``."""
@@ -301,6 +318,7 @@ class Ensemble:
     dim_in: int
     configs: list[ModelConfig]
     weight_paths: list[str]
+    size_divisor: int = 1  # window sides must be dim_in + k * size_divisor (fast mode's larger windows)
 
     @property
     def config_paths(self) -> list[str]:
@@ -351,7 +369,8 @@ def load_ensemble(
         "loaded %d model(s) (%s), %d classes, window %d^3 on %s",
         len(models), ", ".join(sorted({c.architecture for c in configs})), first.num_classes, first.dim_in, device,
     )
-    return Ensemble(models, dict(first.labels), first.num_classes, first.dim_in, configs, weights_list)
+    divisor = math.lcm(*[size_divisor(c) for c in configs])
+    return Ensemble(models, dict(first.labels), first.num_classes, first.dim_in, configs, weights_list, divisor)
 
 
 def check_labels(ensemble_labels: dict[str, int], objects, where: str = "model config") -> None:

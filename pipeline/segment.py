@@ -1,0 +1,338 @@
+"""Tomogram -> label map: normalisation, test-time transforms x sliding windows x models -> logits -> argmax.
+
+Two modes, one code path for every device (spec section 3):
+
+- ``compat`` reproduces octopi 1.7: for each model and each of the first ``ntta`` transforms, transform the
+  whole volume, run MONAI ``sliding_window_inference``'s windows (window ``dim_in``, ``overlap``, constant
+  blending, zero padding; ``pipeline.tiling.monai_plan``), inverse-transform the logits and add them in float32;
+  divide by the transforms, average over models, softmax, argmax.
+- ``fast`` (default) gives the same answer for much less work: fewer, larger windows spread evenly with a
+  small overlap and Gaussian blending (``tiling.even_plan``), the ``ntta`` transforms of one window batched into
+  one forward pass (one window read, one stitch), argmax of the averaged logits (softmax does not change it).
+
+On CUDA the tomogram, the logits and the label map stay on the device; the label map comes back as a device
+tensor. When CUDA runs out of memory we stitch on the host instead (logged once) and fail with advice if even
+that does not fit. The network runs under fp16 autocast on CUDA by default (as octopi), float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pipeline import tiling
+from pipeline.device import resolve_device
+from pipeline.errors import ConfigError, DeviceError
+from pipeline.tta import effective_ntta, tta_transforms
+
+log = logging.getLogger(__name__)
+
+MODES = ("fast", "compat")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+_warned_host_stitching = False
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """Knobs of ``mode='fast'`` (defaults measured in benchmarks/bench_segment.py, see benchmarks/RESULTS.md).
+
+    ``max_window``: largest window side in voxels (None: 2 * dim_in); ``margin``: least overlap between
+    neighbouring windows in voxels (None: dim_in // 4); ``sigma_scale``: Gaussian sigma as a fraction of the window
+    side; ``channels_last``: channels-last-3d memory format on CUDA; ``compile``: ``torch.compile`` the networks.
+    """
+
+    max_window: int | None = None
+    margin: int | None = None
+    sigma_scale: float = 0.125
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class SegmentResult:
+    label_map: torch.Tensor  # uint8 (z, y, x) on the device asked for
+    probabilities: torch.Tensor | None = None  # float32 (classes, z, y, x), softmax of the averaged logits
+    stats: dict = field(default_factory=dict)
+
+
+def normalize_volume(volume: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` over all voxels, float32, exactly as MONAI ``NormalizeIntensity()`` (std 0 -> 1)."""
+    v = volume.float()
+    mean = torch.mean(v).item()  # host sync: a scalar, as MONAI computes it
+    std = torch.std(v, unbiased=False).item()
+    if std == 0.0:
+        std = 1.0
+    return (v - mean) / std
+
+
+def _as_tensor(volume_zyx, device: torch.device) -> torch.Tensor:
+    if isinstance(volume_zyx, np.ndarray):
+        volume_zyx = torch.from_numpy(np.ascontiguousarray(volume_zyx))
+    if not isinstance(volume_zyx, torch.Tensor):
+        raise TypeError(f"segment_volume: volume_zyx must be a numpy array or torch tensor, got {type(volume_zyx)}")
+    if volume_zyx.ndim != 3:
+        raise ValueError(f"segment_volume: volume_zyx must be 3D (z, y, x), got shape {tuple(volume_zyx.shape)}")
+    return volume_zyx.to(device)
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if device.type == "cpu" and precision != "fp32":
+        log.warning("precision %s on the CPU: autocast there is usually slower than fp32 and agrees less", precision)
+    return precision
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def _prepare_models(ensemble, device: torch.device, options: FastOptions | None):
+    models = []
+    for m in ensemble.models:
+        p = next(m.parameters(), None)
+        if p is not None and p.device != device:
+            log.debug("moving a model from %s to %s", p.device, device)
+            m.to(device)
+        if options is not None and options.channels_last and device.type == "cuda":
+            m.to(memory_format=torch.channels_last_3d)
+        if options is not None and options.compile:
+            m = torch.compile(m)
+        models.append(m)
+    return models
+
+
+def _compat_logits(volume, models, ensemble, transforms, overlap, window_batch, precision, device, out_device, stats):
+    """octopi's loops, verbatim in structure: models x transforms x MONAI windows, float32 sums."""
+    dim_in = ensemble.dim_in
+    acc_models = None
+    for model in models:
+        def predictor(batch, model=model):
+            with _autocast(precision, device):
+                return model(batch.to(device))
+
+        acc = None
+        for t in transforms:
+            vt = t.forward(volume)
+            plan = tiling.monai_plan(tuple(vt.shape), dim_in, overlap)
+            logits = tiling.sliding_window(vt, predictor, plan, window_batch=window_batch, out_device=out_device)
+            stats["windows"] += plan.n_windows
+            stats["network_voxels"] += plan.n_windows * int(np.prod(plan.window))
+            inv = t.inverse(logits).to(torch.float32)
+            del logits, vt
+            acc = inv if acc is None else acc.add_(inv)
+        if len(transforms) > 1:
+            acc = acc / len(transforms)
+        acc_models = acc if acc_models is None else acc_models.add_(acc)
+        del acc
+    return acc_models / len(models)
+
+
+def _fast_predictor(models, transforms, precision, device, channels_last):
+    """(B, 1, *window) -> (B, C, *window) float32: mean over transforms and models, transforms batched per shape."""
+    groups: dict[bool, list] = {}
+    for t in transforms:
+        groups.setdefault(t.swaps_yx, []).append(t)
+    count = float(len(transforms) * len(models))
+
+    def predictor(batch):
+        batch = batch.to(device)
+        b = batch.shape[0]
+        total = None
+        for group in groups.values():
+            x = torch.cat([t.forward(batch) for t in group])
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            for model in models:
+                with _autocast(precision, device):
+                    y = model(x)
+                y = y.float()
+                for k, t in enumerate(group):
+                    part = t.inverse(y[k * b:(k + 1) * b])
+                    total = part.clone() if total is None else total.add_(part)
+        return total.div_(count)  # a division keeps constant outputs exact (x / 3 * 3 may not be x)
+
+    return predictor
+
+
+def _fast_logits(volume, models, ensemble, transforms, window_batch, precision, device, out_device, options, stats):
+    divisor = getattr(ensemble, "size_divisor", 1)
+    plan = tiling.even_plan(tuple(volume.shape), ensemble.dim_in, divisor=divisor,
+                            max_window=options.max_window, margin=options.margin)
+    weights = tiling.blend_weights(plan.window, "gaussian", sigma_scale=options.sigma_scale, device=device)
+    channels_last = options.channels_last and device.type == "cuda"
+    predictor = _fast_predictor(models, transforms, precision, device, channels_last)
+    positions = max(1, window_batch // len(transforms))
+    stats["windows"] += plan.n_windows * len(transforms) * len(models)
+    stats["network_voxels"] += plan.n_windows * len(transforms) * len(models) * int(np.prod(plan.window))
+    stats["window_shape"] = plan.window
+    return tiling.sliding_window(volume, predictor, plan, window_batch=positions, weights=weights,
+                                 out_device=out_device, out_channels=ensemble.num_classes)
+
+
+def compute_logits(
+    volume_zyx,
+    ensemble,
+    *,
+    device: str = "cpu",
+    mode: str = "fast",
+    ntta: int = 4,
+    overlap: float = 0.5,
+    window_batch: int = 4,
+    precision: str = "auto",
+    fast_options: FastOptions | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Averaged logits (classes, z, y, x) float32 on the device (or the host after a CUDA OOM) and run stats."""
+    if mode not in MODES:
+        raise ConfigError(f"segmentation mode {mode!r}: expected one of {', '.join(MODES)}")
+    if not 0 <= overlap < 1:
+        raise ConfigError(f"overlap {overlap}: must be >= 0 and < 1 (MONAI sliding windows), e.g. 0.5")
+    if window_batch < 1:
+        raise ConfigError(f"sliding-window batch size {window_batch}: must be >= 1")
+    choice = resolve_device(str(device))
+    dev = torch.device(choice.torch_device)
+    precision = _resolve_precision(precision, dev)
+    options = fast_options or FastOptions()
+    transforms = tta_transforms(ntta)
+    models = _prepare_models(ensemble, dev, options if mode == "fast" else None)
+
+    with torch.inference_mode():
+        volume = normalize_volume(_as_tensor(volume_zyx, dev))
+        out_devices = [dev] if dev.type == "cpu" else [dev, torch.device("cpu")]
+        for attempt, out_device in enumerate(out_devices):
+            stats = {"mode": mode, "device": str(dev), "precision": precision, "ntta": effective_ntta(ntta),
+                     "models": len(models), "windows": 0, "network_voxels": 0, "host_stitching": attempt > 0}
+            try:
+                if mode == "compat":
+                    logits = _compat_logits(volume, models, ensemble, transforms, overlap, window_batch, precision,
+                                            dev, out_device, stats)
+                else:
+                    logits = _fast_logits(volume, models, ensemble, transforms, window_batch, precision, dev,
+                                          out_device, options, stats)
+                return logits, stats
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if attempt + 1 == len(out_devices):
+                    raise DeviceError(
+                        f"CUDA out of memory on {dev} segmenting a {tuple(volume.shape)} tomogram ({mode} mode, "
+                        f"window {ensemble.dim_in}, window batch {window_batch}, {len(models)} model(s)) even with "
+                        "stitching on the host; use a smaller --sliding-window-batch-size, --mode compat, or "
+                        "--device cpu"
+                    ) from None
+                _warn_host_stitching_once(dev)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def segment_volume(
+    volume_zyx,
+    ensemble,
+    *,
+    device: str = "cpu",
+    mode: str = "fast",
+    ntta: int = 4,
+    overlap: float = 0.5,
+    window_batch: int = 4,
+    precision: str = "auto",
+    return_probabilities: bool = False,
+    fast_options: FastOptions | None = None,
+) -> SegmentResult:
+    """Segment one tomogram (z, y, x) with an ``Ensemble`` from ``pipeline.models.load_ensemble``.
+
+    ``overlap`` and ``window_batch`` are MONAI's (compat); fast mode uses ``fast_options`` for its windows and
+    runs ``max(1, window_batch // ntta)`` window positions x ``ntta`` transforms per forward pass.
+    Returns the uint8 label map on ``device`` (and the class probabilities when asked).
+    """
+    t0 = time.perf_counter()
+    logits, stats = compute_logits(volume_zyx, ensemble, device=device, mode=mode, ntta=ntta, overlap=overlap,
+                                   window_batch=window_batch, precision=precision, fast_options=fast_options)
+    dev = torch.device(stats["device"])
+    with torch.inference_mode():
+        probabilities = None
+        if mode == "compat" or return_probabilities:
+            probabilities = torch.softmax(logits, dim=0)  # octopi: softmax once, then argmax
+            label_map = torch.argmax(probabilities, dim=0).to(torch.uint8)
+        else:
+            label_map = torch.argmax(logits, dim=0).to(torch.uint8)
+        del logits
+        label_map = label_map.to(dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    stats["seconds"] = time.perf_counter() - t0
+    log.debug("segmented %s in %.2fs: %s", tuple(label_map.shape), stats["seconds"], stats)
+    return SegmentResult(label_map, probabilities if return_probabilities else None, stats)
+
+
+def reference_logits(volume_zyx, ensemble, *, ntta: int = 4, overlap: float = 0.5, window_batch: int = 4,
+                     device: str = "cpu", precision: str = "auto") -> torch.Tensor:
+    """The yardstick: octopi 1.7's math with MONAI's own ``sliding_window_inference`` (tests and benchmarks).
+
+    MONAI ``NormalizeIntensity``; per model, per transform: transform, ``sliding_window_inference`` (constant
+    blending, zero padding), inverse, float32 sum; / transforms; mean over models. Returns (C, z, y, x) float32.
+    """
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import NormalizeIntensity
+
+    dev = torch.device(resolve_device(str(device)).torch_device)
+    precision = _resolve_precision(precision, dev)
+    x = volume_zyx if isinstance(volume_zyx, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(volume_zyx))
+    x = torch.as_tensor(NormalizeIntensity()(x[None]))[None].to(dev)
+    transforms = tta_transforms(ntta)
+    acc = torch.zeros((ensemble.num_classes, *x.shape[2:]), dtype=torch.float32, device=dev)
+    with torch.inference_mode():
+        for model in ensemble.models:
+            model.to(dev)
+            per_model = torch.zeros_like(acc)
+            for t in transforms:
+                with _autocast(precision, dev):
+                    pred = sliding_window_inference(t.forward(x), (ensemble.dim_in,) * 3, window_batch, model,
+                                                    overlap=overlap, sw_device=dev, device=dev)
+                per_model += t.inverse(torch.as_tensor(pred)[0].to(torch.float32))
+            acc += per_model / len(transforms)
+    return acc / len(ensemble.models)
+
+
+def _warn_host_stitching_once(dev) -> None:
+    global _warned_host_stitching
+    if not _warned_host_stitching:
+        log.warning("CUDA out of memory on %s: stitching windows on the host from now on (slower)", dev)
+        _warned_host_stitching = True
+
+
+def save_probabilities(path, probabilities, labels: dict[str, int]) -> None:
+    """Per-class probabilities (classes, z, y, x) -> HDF5 ``probabilities`` (float16, chunked, gzip) + label names.
+
+    Attributes: ``labels`` (JSON object name -> class index) and ``axes`` = "c,z,y,x". Read with
+    ``h5py.File(path)["probabilities"][label]`` or drag into napari via an HDF5 reader.
+    """
+    import json
+    from pathlib import Path
+
+    import h5py
+
+    if isinstance(probabilities, torch.Tensor):
+        probabilities = probabilities.detach().to("cpu", torch.float16).numpy()
+    probabilities = np.asarray(probabilities, dtype=np.float16)
+    if probabilities.ndim != 4:
+        raise ValueError(f"save_probabilities: expected (classes, z, y, x), got shape {probabilities.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    chunks = (1, *[min(64, s) for s in probabilities.shape[1:]])
+    with h5py.File(tmp, "w") as fh:
+        ds = fh.create_dataset("probabilities", data=probabilities, chunks=chunks, compression="gzip",
+                               compression_opts=4, shuffle=True)
+        ds.attrs["labels"] = json.dumps({str(k): int(v) for k, v in labels.items()})
+        ds.attrs["axes"] = "c,z,y,x"
+    tmp.replace(path)

@@ -1,0 +1,158 @@
+"""pipeline.segment: compat equals octopi's math with MONAI's own sliding windows; fast mode's pieces; outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import ConfigError, DeviceError
+from pipeline.models import Ensemble
+from pipeline.segment import (
+    FastOptions,
+    _fast_predictor,
+    compute_logits,
+    normalize_volume,
+    reference_logits,
+    save_probabilities,
+    segment_volume,
+)
+from pipeline.tta import tta_transforms
+
+
+def tiny_unet_ensemble(n_models=1, dim_in=16, num_classes=3, seed=0):
+    """Seeded random MONAI UNets (instance norm, strides 2,1): cheap, and window placement matters to them."""
+    from monai.networks.nets import UNet
+
+    models = []
+    for i in range(n_models):
+        torch.manual_seed(seed + i)
+        models.append(UNet(3, 1, num_classes, (4, 8, 8), (2, 1), num_res_units=1).eval())
+    labels = {f"obj{i}": i for i in range(1, num_classes)}
+    return Ensemble(models, labels, num_classes, dim_in, [], [], 2)
+
+
+def pointwise_ensemble(num_classes=3, seed=0, dim_in=8):
+    """A 1x1x1 convolution: its output at a voxel depends only on that voxel, so windows and TTA cannot matter."""
+    torch.manual_seed(seed)
+    net = torch.nn.Conv3d(1, num_classes, 1).eval()
+    return Ensemble([net], {"a": 1, "b": 2}, num_classes, dim_in, [], [], 1)
+
+
+def random_volume(shape, seed):
+    return (np.random.default_rng(seed).standard_normal(shape) * 3 + 7).astype(np.float32)
+
+
+# non-cubic volumes, volumes smaller than the window on some or all sides
+@pytest.mark.parametrize("shape,ntta,n_models,window_batch", [
+    ((20, 37, 29), 4, 1, 4),
+    ((11, 14, 9), 8, 1, 3),   # smaller than the 16^3 window on every side
+    ((18, 30, 12), 3, 2, 1),  # mixed; an ensemble; one window per forward pass
+    ((16, 16, 23), 1, 1, 2),
+])
+def test_compat_equals_monai_reference(shape, ntta, n_models, window_batch):
+    ens = tiny_unet_ensemble(n_models, seed=sum(shape))
+    vol = random_volume(shape, seed=ntta)
+    want = reference_logits(vol, ens, ntta=ntta, overlap=0.5, window_batch=window_batch)
+    got, stats = compute_logits(vol, ens, mode="compat", ntta=ntta, overlap=0.5, window_batch=window_batch)
+    assert got.shape == want.shape == (3, *shape) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    assert stats["windows"] > 0 and stats["ntta"] == max(1, ntta)
+    if n_models == 1 and ntta <= 4:
+        labels = segment_volume(vol, ens, mode="compat", ntta=ntta, window_batch=window_batch).label_map
+        assert labels.dtype == torch.uint8 and labels.shape == shape
+        assert torch.equal(labels, torch.argmax(torch.softmax(want, 0), 0).to(torch.uint8))
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.7])
+def test_compat_other_overlaps(overlap):
+    ens = tiny_unet_ensemble(seed=5)
+    vol = random_volume((17, 26, 20), seed=3)
+    want = reference_logits(vol, ens, ntta=2, overlap=overlap, window_batch=4)
+    got, _ = compute_logits(vol, ens, mode="compat", ntta=2, overlap=overlap, window_batch=4)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
+def test_normalisation_is_monai_normalize_intensity():
+    from monai.transforms import NormalizeIntensity
+
+    vol = torch.from_numpy(random_volume((9, 10, 11), seed=2))
+    torch.testing.assert_close(normalize_volume(vol), torch.as_tensor(NormalizeIntensity()(vol)), rtol=0, atol=0)
+    flat = normalize_volume(torch.full((4, 5, 6), 3.0))
+    assert torch.equal(flat, torch.zeros(4, 5, 6))  # std 0 -> divide by 1, no NaN
+
+
+@pytest.mark.parametrize("mode", ["fast", "compat"])
+@pytest.mark.parametrize("shape", [(13, 30, 21), (6, 5, 7)])
+def test_pointwise_network_same_logits_in_both_modes(mode, shape):
+    """For a network without spatial context, windows and transforms change nothing: logits = net(normalised)."""
+    ens = pointwise_ensemble()
+    vol = random_volume(shape, seed=11)
+    got, _ = compute_logits(vol, ens, mode=mode, ntta=8, fast_options=FastOptions(max_window=12, margin=3))
+    with torch.inference_mode():
+        want = ens.models[0](normalize_volume(torch.from_numpy(vol))[None, None])[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window,ntta", [((8, 8, 8), 8), ((8, 12, 10), 8), ((8, 12, 10), 3), ((8, 8, 8), 1)])
+def test_fast_predictor_equals_one_transform_at_a_time(window, ntta):
+    ens = tiny_unet_ensemble(2, dim_in=8, seed=7)
+    transforms = tta_transforms(ntta)
+    batch = torch.randn(3, 1, *window, generator=torch.Generator().manual_seed(ntta))
+    with torch.inference_mode():
+        got = _fast_predictor(ens.models, transforms, "fp32", torch.device("cpu"), False)(batch)
+        want = torch.zeros(3, 3, *window)
+        for model in ens.models:
+            for t in transforms:
+                want += t.inverse(model(t.forward(batch)))
+        want /= len(transforms) * len(ens.models)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_mode_outputs_and_fewer_windows():
+    ens = tiny_unet_ensemble(seed=1)
+    vol = random_volume((18, 36, 30), seed=4)
+    fast = segment_volume(vol, ens, mode="fast", ntta=4, return_probabilities=True)
+    compat = segment_volume(vol, ens, mode="compat", ntta=4)
+    assert fast.label_map.shape == (18, 36, 30) and fast.label_map.dtype == torch.uint8
+    assert fast.label_map.device.type == "cpu"
+    p = fast.probabilities
+    assert p.shape == (3, 18, 36, 30)
+    torch.testing.assert_close(p.sum(0), torch.ones(18, 36, 30))
+    assert torch.equal(torch.argmax(p, 0).to(torch.uint8), fast.label_map)
+    assert fast.stats["network_voxels"] < compat.stats["network_voxels"]
+    assert compat.probabilities is None
+
+
+def test_bad_arguments():
+    ens = pointwise_ensemble()
+    vol = random_volume((8, 8, 8), 0)
+    with pytest.raises(ConfigError, match="mode 'slow'"):
+        segment_volume(vol, ens, mode="slow")
+    with pytest.raises(ConfigError, match="overlap 1.0"):
+        segment_volume(vol, ens, overlap=1.0)
+    with pytest.raises(ConfigError, match="precision 'fp8'"):
+        segment_volume(vol, ens, precision="fp8")
+    with pytest.raises(ConfigError, match="batch size 0"):
+        segment_volume(vol, ens, window_batch=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_fails_at_once():
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        segment_volume(random_volume((8, 8, 8), 0), pointwise_ensemble(), device="cuda")
+
+
+def test_save_probabilities_roundtrip(tmp_path):
+    import h5py
+
+    probs = torch.softmax(torch.randn(3, 10, 70, 9, generator=torch.Generator().manual_seed(0)), 0)
+    path = tmp_path / "sub" / "TS_1.h5"
+    save_probabilities(path, probs, {"a": 1, "b": 2})
+    with h5py.File(path) as fh:
+        ds = fh["probabilities"]
+        assert ds.dtype == np.float16 and ds.shape == (3, 10, 70, 9)
+        assert ds.chunks == (1, 10, 64, 9) and ds.compression == "gzip"
+        assert ds.attrs["axes"] == "c,z,y,x" and '"b": 2' in ds.attrs["labels"]
+        np.testing.assert_allclose(ds[...], probs.numpy(), atol=1e-3)
+    assert not list(path.parent.glob("*.partial"))
