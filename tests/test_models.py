@@ -23,7 +23,7 @@ TINY = {
     "DynUNet": {"architecture": "DynUNet", "num_classes": 3, "dim_in": 16, "kernel_size": [3, 3, 3],
                 "strides": [1, 2, 2], "upsample_kernel_size": [2, 2], "filters": [4, 8, 8],
                 "norm_name": ["INSTANCE", {"affine": True}], "res_block": True},
-    "SwinUNETR": {"architecture": "SwinUNETR", "num_classes": 3, "dim_in": 32, "feature_size": 12,
+    "SwinUNETR": {"architecture": "SwinUNETR", "num_classes": 3, "dim_in": 64, "feature_size": 12,
                   "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 2, "drop_rate": 0.0,
                   "attn_drop_rate": 0.0, "dropout_path_rate": 0.0, "use_checkpoint": False},
 }
