@@ -1,0 +1,82 @@
+"""Segmentation on a real CUDA GPU against the CPU (skipped without one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def tiny_ensemble(seed=0, dim_in=16, num_classes=3):
+    from monai.networks.nets import UNet
+
+    from pipeline.models import Ensemble
+
+    torch.manual_seed(seed)
+    net = UNet(3, 1, num_classes, (4, 8, 8), (2, 1), num_res_units=1).eval()
+    return Ensemble([net], {"a": 1, "b": 2}, num_classes, dim_in, [], [], 2)
+
+
+def volume(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["compat", "fast"])
+def test_gpu_fp32_matches_cpu(mode):
+    from pipeline.segment import compute_logits, segment_volume
+
+    vol = volume((20, 45, 33), seed=1)
+    cpu, _ = compute_logits(vol, tiny_ensemble(), device="cpu", mode=mode, ntta=4)
+    gpu, stats = compute_logits(vol, tiny_ensemble(), device="cuda", mode=mode, ntta=4, precision="fp32")
+    assert gpu.device.type == "cuda" and not stats["host_stitching"]
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+    labels = segment_volume(vol, tiny_ensemble(), device="cuda:0", mode=mode, ntta=4, precision="fp32").label_map
+    assert labels.device.type == "cuda" and labels.dtype == torch.uint8  # stays on the device for localization
+    agree = (labels.cpu() == torch.argmax(cpu, 0).to(torch.uint8)).float().mean()
+    assert agree >= 0.999
+
+
+def test_gpu_fp16_close_to_cpu_fp32():
+    from pipeline.segment import compute_logits
+
+    vol = volume((24, 40, 40), seed=2)
+    cpu, _ = compute_logits(vol, tiny_ensemble(), device="cpu", mode="compat", ntta=2)
+    gpu, stats = compute_logits(vol, tiny_ensemble(), device="cuda", mode="compat", ntta=2)  # auto -> fp16
+    assert stats["precision"] == "fp16"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=5e-2)
+
+
+def test_compat_on_gpu_equals_monai_reference_on_gpu():
+    from pipeline.segment import compute_logits, reference_logits
+
+    vol = volume((18, 37, 29), seed=3)
+    ens = tiny_ensemble()
+    want = reference_logits(vol, ens, ntta=4, device="cuda", precision="fp32")
+    got, _ = compute_logits(vol, ens, mode="compat", ntta=4, device="cuda", precision="fp32")
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
+def test_oom_falls_back_to_host_stitching(monkeypatch, caplog):
+    from pipeline import segment, tiling
+
+    real = tiling.sliding_window
+    calls = []
+
+    def flaky(volume, predictor, plan, **kw):
+        calls.append(str(kw.get("out_device")))
+        if torch.device(kw.get("out_device")).type == "cuda":
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(volume, predictor, plan, **kw)
+
+    monkeypatch.setattr(tiling, "sliding_window", flaky)
+    monkeypatch.setattr(segment, "_warned_host_stitching", False)
+    vol = volume((16, 20, 20), seed=4)
+    result = segment.segment_volume(vol, tiny_ensemble(), device="cuda", mode="fast", ntta=2)
+    assert result.stats["host_stitching"] and "stitching windows on the host" in caplog.text
+    assert result.label_map.device.type == "cuda"
+    assert calls[0].startswith("cuda") and calls[-1] == "cpu"
