@@ -95,3 +95,45 @@ def test_heap_watershed_matches_skimage_with_ties(seed):
     got = np.zeros(shape, np.int32)
     got.flat[crops["ovox"]] = got_vox
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_level_flood_twin_matches_skimage_when_marker_values_differ(seed):
+    """The GPU watershed's CPU twin is scikit-image's flood exactly, unless markers of equal value meet."""
+    from kernels.watershed_levels import flood_levels_cpu
+
+    rng = np.random.default_rng(300 + seed)
+    shape = tuple(int(s) for s in rng.integers(6, 24, 3))
+    mask = blobs(shape, rng, objects=[None], sigma=rng.uniform(1.0, 2.5)) > 0
+    key = rng.integers(0, int(rng.integers(2, 5)), shape).astype(np.int32)
+    markers = np.zeros(shape, np.int32)
+    seeds = np.flatnonzero(mask & (rng.random(shape) < 0.02))
+    markers.flat[seeds] = rng.integers(1, 6, seeds.size)
+    key.flat[seeds] = -1 - rng.permutation(seeds.size)  # distinct marker values, below every other voxel
+    want = watershed(key.astype(np.float64), markers, mask=mask, connectivity=1)
+    np.testing.assert_array_equal(flood_levels_cpu(key, markers, mask), want)
+
+
+def test_level_flood_twin_tie_case_is_what_the_docstring_says():
+    """Equal-valued markers: scikit-image's heap pops the later marker first here; we take raster order."""
+    from kernels.watershed_levels import flood_levels_cpu
+
+    key = np.array([0, 2, 1, 2, 1], np.int32).reshape(5, 1, 1)
+    markers = np.array([1, 2, 3, 0, 4], np.int32).reshape(5, 1, 1)
+    mask = np.ones((5, 1, 1), bool)
+    assert watershed(key.astype(float), markers, mask=mask).ravel().tolist() == [1, 2, 3, 4, 4]
+    assert flood_levels_cpu(key, markers, mask).ravel().tolist() == [1, 2, 3, 3, 4]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_region_stats_twin_matches_scipy(seed):
+    from kernels.region_stats import region_stats_cpu
+
+    rng = np.random.default_rng(400 + seed)
+    shape = tuple(int(s) for s in rng.integers(3, 30, 3))
+    labels = rng.integers(0, 8, shape).astype(np.int32)
+    stats = region_stats_cpu(labels, 6)  # label 7 is beyond n_regions: ignored
+    np.testing.assert_array_equal(stats[1:, 0], np.bincount(labels.ravel(), minlength=8)[1:7])
+    present = np.flatnonzero(stats[1:, 0]) + 1
+    com = np.array(ndi.center_of_mass(np.ones(shape), labels, present))
+    np.testing.assert_allclose(stats[present, 1:] / stats[present, :1], com, atol=1e-9)

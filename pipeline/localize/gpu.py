@@ -1,0 +1,211 @@
+"""GPU localization: the label map stays on the device; only the picks come back.
+
+Same steps as the reference, per class, on CuPy arrays: mask and bounding-box crop; binary opening, maximum
+filter and labelling with ``cupyx.scipy.ndimage``; the exact distance transform of cuCIM
+(``cucim.core.operations.morphology.distance_transform_edt``, else CuPy's own); our numba CUDA kernels for the
+seeded watershed (kernels/watershed_levels.py: synchronous flooding, level by level) and the per-region sizes
+and centroids (kernels/region_stats.py). The input may be a CUDA torch tensor (shared through DLPack, no copy)
+or a CuPy array.
+
+The distances are rebuilt from the integer squared distances (``round(edt^2)``) as float32 ``sqrt`` of a
+float64, exactly as SciPy + octopi's cast produce them, so the markers are the reference's whatever precision
+the EDT used. The watershed can differ from scikit-image's only at plateau ties (see the kernel's docstring):
+the parity tests bound that (same picks per object, each within 0.5 voxel).
+
+Everything array-side goes through a ``DeviceOps`` bundle, so the same code runs on numpy / SciPy with the
+kernels under ``NUMBA_ENABLE_CUDASIM=1`` (tests/localize_sim/).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.localize.common import SizeWindow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceOps:
+    """Array module, ndimage module, distance transform, copy-to-host, and the two kernels of one backend.
+
+    ``flood(key, markers, mask)`` -> int32 regions; ``stats(regions, n)`` -> (n + 1, 4) count and coordinate
+    sums per region (kernels/watershed_levels.py, kernels/region_stats.py).
+    """
+
+    xp: Any
+    ndi: Any
+    edt: Callable
+    to_host: Callable
+    flood: Callable
+    stats: Callable
+    name: str = "cupy"
+
+
+def _cuda_kernels(xp):
+    from kernels.region_stats import region_stats_cuda
+    from kernels.watershed_levels import flood_levels_cuda
+
+    return (
+        lambda key, markers, mask: flood_levels_cuda(key, markers, mask, xp),
+        lambda regions, n: region_stats_cuda(regions, n, xp),
+    )
+
+
+def cupy_ops() -> DeviceOps:
+    """CuPy / cuCIM; imported here so CPU-only machines never import them."""
+    import cupy
+    import cupyx.scipy.ndimage as cndi
+
+    try:
+        from cucim.core.operations.morphology import distance_transform_edt as edt
+    except ImportError:  # CuPy >= 13 ships the same PBA+ transform
+        edt = cndi.distance_transform_edt
+        log.debug("cuCIM not importable; using cupyx.scipy.ndimage.distance_transform_edt")
+    return DeviceOps(cupy, cndi, edt, cupy.asnumpy, *_cuda_kernels(cupy), "cupy")
+
+
+def host_ops(kernels: str = "cuda") -> DeviceOps:
+    """numpy / SciPy standing in for CuPy: the GPU path's logic on the host, for tests. ``kernels``: "cuda"
+    launches the CUDA kernels (under ``NUMBA_ENABLE_CUDASIM=1``), "cpu" their njit twins."""
+    from scipy import ndimage
+
+    if kernels == "cuda":
+        flood, stats = _cuda_kernels(np)
+    else:
+        from kernels.region_stats import region_stats_cpu
+        from kernels.watershed_levels import flood_levels_cpu
+
+        flood, stats = flood_levels_cpu, region_stats_cpu
+    return DeviceOps(np, ndimage, ndimage.distance_transform_edt, np.asarray, flood, stats, "host")
+
+
+def as_device_array(label_map, ops: DeviceOps):
+    """A CUDA torch tensor or CuPy array as a C-contiguous uint8 array of ``ops.xp``, without a host copy."""
+    xp = ops.xp
+    module = type(label_map).__module__ or ""
+    if module.startswith("torch"):
+        label_map = xp.from_dlpack(label_map.detach().contiguous())
+    elif ops.name == "cupy" and not module.startswith("cupy"):
+        label_map = xp.asarray(label_map)  # host array given: one upload
+    array = xp.ascontiguousarray(label_map)
+    if array.ndim != 3:
+        from pipeline.errors import RunError
+
+        raise RunError(f"localize (gpu): expected a 3-D (z, y, x) label map, got shape {tuple(array.shape)}")
+    if array.dtype != xp.uint8:
+        array = array.astype(xp.uint8)
+    return array
+
+
+def _cross(xp):
+    cross = np.zeros((3, 3, 3), bool)
+    cross[1, 1, :] = cross[1, :, 1] = cross[:, 1, 1] = True
+    return xp.asarray(cross)
+
+
+def _bbox(mask, ops: DeviceOps):
+    """Half-open bounding box of a device boolean array (one small host copy), or None if empty."""
+    xp = ops.xp
+    lo, hi = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = xp.flatnonzero(mask.any(axis=other))
+        if hit.size == 0:  # host sync: the size
+            return None
+        lo.append(hit[0])
+        hi.append(hit[-1] + 1)
+    box = ops.to_host(xp.stack(lo + hi))  # host sync: six ints
+    return tuple(int(v) for v in box)
+
+
+def _centroids_from_stats(stats_host: np.ndarray, offset, window: SizeWindow, strict: bool):
+    sizes = stats_host[1:, 0]
+    if strict:
+        keep = (sizes > window.v_min) & (sizes < window.v_max)
+    else:
+        keep = (sizes >= window.v_min) & (sizes <= window.v_max)
+    if not keep.any():
+        return np.empty((0, 3)), np.empty(0)
+    centers = stats_host[1:, 1:][keep] / sizes[keep, None] + np.asarray(offset, np.float64)
+    return centers, sizes[keep].astype(np.float64)
+
+
+def candidates_watershed(label_map, label: int, filter_size: int, window: SizeWindow, ops: DeviceOps):
+    """Candidate centres and region sizes of one class, from a device label map."""
+    xp, ndi = ops.xp, ops.ndi
+    mask = label_map == label
+    box = _bbox(mask, ops)
+    if box is None:
+        return np.empty((0, 3)), np.empty(0)
+    crop = mask[box[0] : box[3], box[1] : box[4], box[2] : box[5]]
+    del mask
+    cross = _cross(xp)
+    opened = ndi.binary_opening(crop, structure=cross)
+    del crop
+    if not bool(opened.any()):  # host sync
+        return np.empty((0, 3)), np.empty(0)
+    edt = ops.edt(opened)
+    sq = xp.rint(edt.astype(xp.float64) ** 2).astype(xp.int32)
+    del edt
+    dist = xp.sqrt(sq.astype(xp.float64)).astype(xp.float32)
+    local_max = (dist == ndi.maximum_filter(dist, size=filter_size, mode="reflect")) & opened
+    del dist
+    markers, n_markers = ndi.label(local_max, structure=cross)
+    n_markers = int(n_markers)  # host sync (CuPy returns a host int)
+    del local_max
+    if n_markers == 0:
+        return np.empty((0, 3)), np.empty(0)
+    regions = ops.flood(-sq, markers.astype(xp.int32), opened)
+    del sq, markers, opened
+    stats = ops.stats(regions, n_markers)
+    return _centroids_from_stats(ops.to_host(stats), box[:3], window, strict=False)
+
+
+def candidates_com(label_map, label: int, window: SizeWindow, ops: DeviceOps):
+    components, n = ops.ndi.label(label_map == label, structure=_cross(ops.xp))
+    n = int(n)  # host sync
+    if n == 0:
+        return np.empty((0, 3)), np.empty(0)
+    stats = ops.stats(components.astype(ops.xp.int32), n)
+    return _centroids_from_stats(ops.to_host(stats), (0, 0, 0), window, strict=True)
+
+
+def _out_of_memory_types():
+    types = []
+    try:
+        import cupy
+
+        types.append(cupy.cuda.memory.OutOfMemoryError)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(types)
+
+
+def candidates_all(label_map, tasks, method: str, filter_size: int, ops: DeviceOps | None = None):
+    """``tasks``: (name, label, SizeWindow) -> (shape, {name: (centres, sizes)}); classes one after another."""
+    ops = ops or cupy_ops()
+    device_map = as_device_array(label_map, ops)
+    shape = tuple(int(s) for s in device_map.shape)
+    found = {}
+    oom = _out_of_memory_types()
+    for name, label, window in tasks:
+        try:
+            if method == "watershed":
+                found[name] = candidates_watershed(device_map, label, filter_size, window, ops)
+            else:
+                found[name] = candidates_com(device_map, label, window, ops)
+        except oom:
+            # the one fallback of this stage: finish this class on the CPU (one host copy of the label map)
+            log.warning("localize: GPU out of memory on %s; finishing it on the CPU", name)
+            from pipeline.localize import cpu
+
+            host = ops.to_host(device_map)
+            found.update(cpu.candidates_all(host, [(name, label, window)], method, filter_size, 1))
+            ops.xp.get_default_memory_pool().free_all_blocks()
+    return shape, found

@@ -1,0 +1,53 @@
+"""Localization on a real GPU: the full-size synthetic label map, reference vs gpu; skipped without one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+cupy = pytest.importorskip("cupy")
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("torch sees no CUDA device", allow_module_level=True)
+
+from pipeline.localize import localize  # noqa: E402
+from pipeline.objects import ParticleObject  # noqa: E402
+from pipeline.synthetic import CZII_OBJECTS, FULL_SHAPE, synth_run_arrays  # noqa: E402
+from tests.localize_sim.volumes import OBJECTS, VOXEL_SIZE, ball  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+CZII = [ParticleObject(o["name"], o["label"], o["radius"], o["weight"]) for o in CZII_OBJECTS]
+
+
+@pytest.fixture(scope="module")
+def full_label_map():
+    return synth_run_arrays(FULL_SHAPE, seed=0)[1]
+
+
+@pytest.mark.parametrize("method", ["watershed", "com"])
+def test_full_size_gpu_matches_cpu(full_label_map, method):
+    want = localize(full_label_map, CZII, 10.0, method=method, backend="cpu", n_procs=4)
+    device_map = torch.from_numpy(full_label_map).cuda()
+    got = localize(device_map, CZII, 10.0, method=method)  # auto -> gpu for a CUDA tensor
+    assert sum(len(p) for p in want.values()) > 300
+    for name in want:
+        a, b = want[name].centers_zyx_vox, got[name].centers_zyx_vox
+        assert a.shape == b.shape, name
+        if len(a):
+            dist, match = cKDTree(b).query(a)
+            assert dist.max() <= 0.5, name
+            assert np.unique(match).size == len(a)
+
+
+def test_cupy_input_and_known_centres():
+    shape = (37, 64, 51)
+    label_map = np.zeros(shape, np.uint8)
+    centres = {1: (10.0, 12.0, 40.0), 2: (25.0, 50.0, 10.0), 3: (18.0, 30.0, 25.0)}
+    for obj in OBJECTS:
+        label_map[ball(shape, centres[obj.label], obj.radius / VOXEL_SIZE * 0.9)] = obj.label
+    picks = localize(cupy.asarray(label_map), OBJECTS, VOXEL_SIZE, backend="gpu")
+    for obj in OBJECTS:
+        got = picks[obj.name].centers_zyx_vox
+        assert got.shape == (1, 3)
+        assert np.linalg.norm(got[0] - centres[obj.label]) < 1e-6
