@@ -401,17 +401,17 @@ def process_runs_parallel(cfg: RunConfig, run_ids: list[str], devices: list[str]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    shares = {d: run_ids[i::len(devices)] for i, d in enumerate(devices)}
+    shares = [(i, d, run_ids[i::len(devices)]) for i, d in enumerate(devices)]
     config_dict = config_to_dict(cfg)
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     records: list[RunRecord] = []
+    errors = []
     with ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx) as pool:
-        futures = {
-            pool.submit(_worker_main, config_dict, cfg.source, d, share, f"w{i}:{d}"): d
-            for i, (d, share) in enumerate(shares.items()) if share
-        }
-        errors = []
-        for fut, d in futures.items():
+        futures = [
+            (d, pool.submit(_worker_main, config_dict, cfg.source, d, share, f"w{i}:{d}"))
+            for i, d, share in shares if share
+        ]
+        for d, fut in futures:
             try:
                 records += [RunRecord(**{**r, "shape_zyx": tuple(r["shape_zyx"]) if r["shape_zyx"] else None})
                             for r in fut.result()]
