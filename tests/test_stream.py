@@ -142,3 +142,50 @@ def test_worker_processes_give_the_same_picks(synth_project, tmp_path):
         again = picks_of(synth_project, run_id)
         for name, pts in by_obj.items():
             np.testing.assert_allclose(again[name], pts)
+
+
+def _copy_project(template_config: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(template_config.parent, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["overlay_root"] = f"local://{(dst / 'overlay').resolve()}"
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst / "config.json"
+
+
+def test_driver_equals_segment_localize_evaluate_commands(synth_project_template, tmp_path):
+    """The driver's picks and scores equal `tomopick segment`, `localize` and `evaluate` run one after another."""
+    import yaml
+
+    from pipeline.cli import main as cli
+    from pipeline.stream import run_pipeline
+
+    driver_project = _copy_project(synth_project_template, tmp_path / "a")
+    chain_project = _copy_project(synth_project_template, tmp_path / "b")
+
+    result = run_pipeline(make_cfg(driver_project, tmp_path, segment={"mode": "fast", "ntta": 2}), progress=False)
+    assert [r.status for r in result.records] == ["done", "done"]
+
+    common = ["-c", str(chain_project), "--device", "cpu"]
+    assert cli(["segment", *common, "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "2",
+                "--mode", "fast", "-seginfo", "predict,octopi,1"]) == 0
+    assert cli(["localize", *common, "-m", "watershed", "-sinfo", "predict,octopi,1", "-np", "1",
+                "-pui", "octopi", "-psid", "1"]) == 0
+    scores = tmp_path / "chain_scores"
+    assert cli(["evaluate", "-c", str(chain_project), "-gtuid", "data-portal", "-gtsid", "0", "-puid", "octopi",
+                "-psid", "1", "-o", str(scores)]) == 0
+
+    n_picks = 0
+    for run_id in ("TS_7_0", "TS_7_1"):
+        a, b = picks_of(driver_project, run_id), picks_of(chain_project, run_id)
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+            n_picks += len(a[name])
+    assert n_picks > 0
+    chain = yaml.safe_load((scores / "average_metrics.yaml").read_text())
+    assert chain["final_fbeta_score"] == pytest.approx(result.evaluation.final_fbeta_score, abs=1e-12)
+    for name, counts in result.evaluation.aggregated.items():
+        got = chain["aggregated_particle_scores"][name]
+        assert (got["tp"], got["fp"], got["fn"]) == (counts.tp, counts.fp, counts.fn)
