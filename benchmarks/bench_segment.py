@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--model-weights", default=str(REPO / "configs/models/demo_unet.pth"))
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--fast-max-window", type=int, default=None)
-    p.add_argument("--fast-margin", type=int, default=None)
+    p.add_argument("--fast-margin", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)

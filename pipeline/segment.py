@@ -6,9 +6,12 @@ Two modes, one code path for every device (spec section 3):
   whole volume, run MONAI ``sliding_window_inference``'s windows (window ``dim_in``, ``overlap``, constant
   blending, zero padding; ``pipeline.tiling.monai_plan``), inverse-transform the logits and add them in float32;
   divide by the transforms, average over models, softmax, argmax.
-- ``fast`` (default) gives the same answer for much less work: fewer, larger windows spread evenly with a
-  small overlap and Gaussian blending (``tiling.even_plan``), the ``ntta`` transforms of one window batched into
-  one forward pass (one window read, one stitch), argmax of the averaged logits (softmax does not change it).
+- ``fast`` (default) gives the same answer for much less work: windows of ``dim_in`` spread evenly over each
+  axis with the least overlap that covers it (``tiling.even_plan``; octopi's 50 % overlap runs ~4x more windows
+  per transform on a 96x256x256 tomogram), Gaussian blending where windows do overlap, the ``ntta`` transforms of
+  one window batched into one forward pass (one window read, one stitch), argmax of the averaged logits (softmax
+  does not change it). Larger windows are an option (``FastOptions.max_window``), not the default: networks with
+  instance normalisation (all octopi defaults) segment worse on windows larger than they were trained on.
 
 On CUDA the tomogram, the logits and the label map stay on the device; the label map comes back as a device
 tensor. When CUDA runs out of memory we stitch on the host instead (logged once) and fail with advice if even
@@ -43,13 +46,13 @@ _warned_host_stitching = False
 class FastOptions:
     """Knobs of ``mode='fast'`` (defaults measured in benchmarks/bench_segment.py, see benchmarks/RESULTS.md).
 
-    ``max_window``: largest window side in voxels (None: 2 * dim_in); ``margin``: least overlap between
-    neighbouring windows in voxels (None: dim_in // 4); ``sigma_scale``: Gaussian sigma as a fraction of the window
-    side; ``channels_last``: channels-last-3d memory format on CUDA; ``compile``: ``torch.compile`` the networks.
+    ``max_window``: largest window side in voxels (None: dim_in); ``margin``: least overlap between neighbouring
+    windows in voxels (windows spread evenly, so most overlap more); ``sigma_scale``: Gaussian sigma as a fraction
+    of the window side; ``channels_last``: channels-last-3d memory format on CUDA; ``compile``: ``torch.compile``.
     """
 
     max_window: int | None = None
-    margin: int | None = None
+    margin: int = 0
     sigma_scale: float = 0.125
     channels_last: bool = False
     compile: bool = False
@@ -170,7 +173,7 @@ def _fast_predictor(models, transforms, precision, device, channels_last):
 def _fast_logits(volume, models, ensemble, transforms, window_batch, precision, device, out_device, options, stats):
     divisor = getattr(ensemble, "size_divisor", 1)
     plan = tiling.even_plan(tuple(volume.shape), ensemble.dim_in, divisor=divisor,
-                            max_window=options.max_window, margin=options.margin)
+                            max_window=options.max_window or ensemble.dim_in, margin=options.margin)
     weights = tiling.blend_weights(plan.window, "gaussian", sigma_scale=options.sigma_scale, device=device)
     channels_last = options.channels_last and device.type == "cuda"
     predictor = _fast_predictor(models, transforms, precision, device, channels_last)

@@ -7,9 +7,9 @@ Two plans share one stitcher (``sliding_window``):
   border, z slowest) and its symmetric zero padding when the volume is smaller than the window (``diff // 2``
   before). With constant weights the stitcher adds window outputs in MONAI's order and divides by the same
   integer counts, so the result is bit-for-bit MONAI's for the same network outputs.
-- ``even_plan``: ours. Per axis the fewest windows of at most ``max_window`` voxels that overlap by at least
-  ``margin``, spread evenly (nnU-Net style), each side at least the network's ``dim_in`` and congruent to it
-  modulo the network's size divisor; Gaussian weights so window borders count little.
+- ``even_plan``: ours. Per axis the fewest windows of at most ``max_window`` voxels (default ``dim_in``) that
+  overlap by at least ``margin`` (default 0), spread evenly (nnU-Net style), each side at least the network's
+  ``dim_in`` and congruent to it modulo the network's size divisor; Gaussian weights so window borders count little.
 
 Everything here is z, y, x voxels.
 """
@@ -124,8 +124,8 @@ def even_plan(
     shape: Sequence[int], dim_in: int, *, divisor: int = 1, max_window: int | None = None, margin: int | None = None
 ) -> TilePlan:
     shape = tuple(int(s) for s in shape)
-    max_window = 2 * dim_in if max_window is None else int(max_window)
-    margin = dim_in // 4 if margin is None else int(margin)
+    max_window = dim_in if max_window is None else int(max_window)
+    margin = 0 if margin is None else int(margin)
     sides, axis_starts = zip(*[even_axis(s, dim_in, divisor, max_window, margin) for s in shape])
     before, after = monai_pad(shape, sides)
     padded = tuple(s + b + a for s, b, a in zip(shape, before, after))

@@ -48,8 +48,8 @@ TRAIN_SHAPE = (96, 192, 192)
 TRAIN_SEEDS = list(range(1000, 1012))
 TRAIN_DENSITY = (1.0, 2.0, 3.0)  # more particles per volume than CZII: more positives per crop
 TRAIN_SNR = (1.5, 2.0, 3.0)
-EVAL_SEEDS = (77001, 77002)
-EVAL_SHAPE = (96, 128, 128)
+EVAL_SEEDS = (77001, 77002, 77003, 77004)
+EVAL_SHAPE = (96, 200, 200)
 
 
 def normalise(volume: np.ndarray) -> np.ndarray:
@@ -67,13 +67,15 @@ def make_training_set():
 
 
 def sample_batch(data, rng: np.random.Generator, batch: int, side: int):
-    """Crops of side^3: two thirds centred near a labelled voxel, one third uniform; random flips / rot90 (y, x)."""
+    """Crops of side^3: 3/4 centred near a voxel of a random present class, 1/4 uniform; random flips / rot90 (y, x)."""
     xs, ys = [], []
     for _ in range(batch):
         tomo, label_map = data[rng.integers(len(data))]
         shape = np.array(tomo.shape)
-        if rng.random() < 2 / 3:
-            fg = np.flatnonzero(label_map)
+        if rng.random() < 3 / 4:
+            # class-balanced (as MONAI RandCropByLabelClasses): pick a class present, then one of its voxels
+            present = np.flatnonzero(np.bincount(label_map.reshape(-1), minlength=MODEL["num_classes"])[1:]) + 1
+            fg = np.flatnonzero(label_map == present[rng.integers(len(present))])
             centre = np.array(np.unravel_index(fg[rng.integers(len(fg))], tomo.shape))
             centre = centre + rng.integers(-side // 4, side // 4 + 1, size=3)
             start = np.clip(centre - side // 2, 0, shape - side)
@@ -148,7 +150,9 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
-    """Segment fresh synthetic runs; Dice per class, and octopi's F-beta after localization when available."""
+    """Segment fresh synthetic runs; Dice per class, and octopi's F-beta after watershed localization."""
+    from pipeline.evaluate import ZERO, final_score, object_fbeta, score_object
+    from pipeline.localize import localize
     from pipeline.models import load_ensemble
     from pipeline.objects import ParticleObject
     from pipeline.segment import segment_volume
@@ -156,53 +160,34 @@ def evaluate(args) -> None:
     out = Path(args.out)
     ens = load_ensemble(str(out / f"{args.name}.yaml"), str(out / f"{args.name}.pth"))
     objects = [ParticleObject(o["name"], o["label"], o["radius"], o["weight"]) for o in CZII_OBJECTS]
-    try:
-        from pipeline.localize import localize
-    except ImportError:
-        localize = None
-    totals = {o.name: [0, 0, 0] for o in objects}
+    totals = {mode: {o.name: ZERO for o in objects} for mode in args.modes}
     for seed in EVAL_SEEDS:
         tomo, truth, centers = synth_run_arrays(EVAL_SHAPE, seed=seed)
+        maps = {}
         for mode in args.modes:
             t0 = time.perf_counter()
             label_map = segment_volume(tomo, ens, mode=mode, ntta=4).label_map.numpy()
-            dt = time.perf_counter() - t0
+            maps[mode] = label_map
             dice = {}
             for o in objects:
                 a, b = label_map == o.label, truth == o.label
-                dice[o.name] = 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
-            log.info("seed %d %s: %.1fs, dice %s", seed, mode, dt, {k: round(float(v), 3) for k, v in dice.items()})
-            if localize is None or mode != args.modes[0]:
-                continue
+                dice[o.name] = round(float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1)), 3)
+            log.info("seed %d %s: %.1fs, dice %s", seed, mode, time.perf_counter() - t0, dice)
             picks = localize(label_map, objects, 10.0, method="watershed", backend="reference")
             for o in objects:
-                pred = picks[o.name].centers_zyx_vox if o.name in picks else np.zeros((0, 3))
-                gt = centers[o.name]
-                tp, fp, fn = _octopi_counts(pred, gt, o.radius / 10.0 * 0.8)
-                for i, v in enumerate((tp, fp, fn)):
-                    totals[o.name][i] += v
-    if localize is not None:
-        beta, num, den = 4.0, 0.0, 0.0
+                counts = score_object(picks[o.name].centers_zyx_vox, centers[o.name], o.radius / 10.0)
+                totals[mode][o.name] = totals[mode][o.name] + counts
+        if len(maps) > 1:
+            a, b = maps.values()
+            log.info("seed %d: %s vs %s voxel agreement %.5f", seed, *maps, float((a == b).mean()))
+    weights = {o.name: o.weight for o in objects}
+    for mode in args.modes:
         for o in objects:
-            tp, fp, fn = totals[o.name]
-            p = tp / (tp + fp) if tp + fp else 0.0
-            r = tp / (tp + fn) if tp + fn else 0.0
-            f = (1 + beta**2) * p * r / (beta**2 * p + r) if p + r else 0.0
-            log.info("%s: tp %d fp %d fn %d F-beta %.3f (weight %g)", o.name, tp, fp, fn, f, o.weight)
-            num, den = num + o.weight * f, den + o.weight
-        log.info("octopi-rule weighted F-beta on seeds %s: %.3f", EVAL_SEEDS, num / den)
-
-
-def _octopi_counts(pred, gt, threshold):
-    from scipy.spatial.distance import cdist
-
-    if len(gt) == 0:
-        return 0, len(pred), 0
-    if len(pred) == 0:
-        return 0, 0, len(gt)
-    d = cdist(pred, gt)
-    tp = int((d.min(axis=1) < threshold).sum())
-    return tp, len(pred) - tp, int((d.min(axis=0) >= threshold).sum())
+            c = totals[mode][o.name]
+            log.info("%s %s: tp %d fp %d fn %d F-beta %.3f (weight %g)", mode, o.name, c.tp, c.fp, c.fn,
+                     object_fbeta(c)[2], o.weight)
+        log.info("%s: octopi-rule weighted F-beta (beta 4) on seeds %s: %.4f", mode, EVAL_SEEDS,
+                 final_score(totals[mode], weights))
 
 
 def main(argv=None) -> int:
