@@ -106,7 +106,7 @@ def _watershed(value_vox, marker_order, label_vox, obox, map_start, index_map, l
                 continue
             age += 1
             label_vox[w] = lab
-            # a neighbour costs at least what the voxel that reached it cost (scikit-image >= 0.19)
+            # a neighbour costs at least what the voxel that reached it cost (as scikit-image 0.26 does)
             items = _push(hv, ha, hi, items, max(value_vox[w], popped_value), age, w)
 
 
