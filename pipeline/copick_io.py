@@ -72,6 +72,7 @@ __all__ = [
     "write_segmentation",
     "write_segmentation_log",
     "segmentation_log_path",
+    "write_overlay_log",
     "read_segmentation_labels",
     "read_segmentation",
     "segmentation_exists",
@@ -343,7 +344,12 @@ def write_segmentation_log(root, seg: SegSelector, params: dict) -> Path:
     """Write octopi's segmentation parameters YAML (octopi's ``localize`` refuses to run without it)."""
     if "labels" not in params:
         raise ValueError("segmentation log parameters must include 'labels' (object name -> label id)")
-    path = segmentation_log_path(root, seg)
+    return write_overlay_log(root, segmentation_log_path(root, seg).name, params)
+
+
+def write_overlay_log(root, filename: str, params: dict) -> Path:
+    """Write a parameters YAML to ``<overlay_root>/logs/filename`` (atomically), as octopi keeps its logs."""
+    path = overlay_root(root) / "logs" / filename
     _atomic_write_text(path, yaml.safe_dump(_plain(params), sort_keys=False))
     return path
 

@@ -119,8 +119,6 @@ def _backend(device: str):
 
 
 def _write_parameters(root, args, seg, objects, backend: str, reason: str):
-    import yaml
-
     from pipeline import __version__, copick_io
 
     params = {
@@ -133,10 +131,7 @@ def _write_parameters(root, args, seg, objects, backend: str, reason: str):
         "tomopick": {"version": __version__, "backend": backend, "backend_reason": reason,
                      "score": "region voxels / voxels of a sphere of the object's radius"},
     }
-    path = copick_io.overlay_root(root) / "logs" / f"localize-{args.pick_user_id}_{args.pick_session_id}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
+    return copick_io.write_overlay_log(root, f"localize-{args.pick_user_id}_{args.pick_session_id}.yaml", params)
 
 
 def run(args) -> int:
