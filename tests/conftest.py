@@ -19,15 +19,24 @@ def synth_project_template(tmp_path_factory):
     return make_synthetic_project(out / "project", runs=2, shape=(40, 72, 64), seed=7)
 
 
-@pytest.fixture()
-def synth_project(synth_project_template, tmp_path):
-    """A private, writable copy of the tiny synthetic project; returns the path of its config.json."""
+def copy_project(template_config, dst_dir):
+    """Copy a project folder and point its config's overlay_root at the copy; returns the new config path."""
     import json
 
-    src_dir = synth_project_template.parent
-    dst_dir = tmp_path / "project"
-    shutil.copytree(src_dir, dst_dir)
+    shutil.copytree(template_config.parent, dst_dir)
     config = json.loads((dst_dir / "config.json").read_text())
     config["overlay_root"] = f"local://{(dst_dir / 'overlay').resolve()}"
     (dst_dir / "config.json").write_text(json.dumps(config, indent=2))
     return dst_dir / "config.json"
+
+
+@pytest.fixture()
+def synth_project(synth_project_template, tmp_path):
+    """A private, writable copy of the tiny synthetic project; returns the path of its config.json."""
+    return copy_project(synth_project_template, tmp_path / "project")
+
+
+@pytest.fixture()
+def synth_project_copy(synth_project_template, tmp_path):
+    """A factory of further private copies: ``synth_project_copy("name")`` -> config path."""
+    return lambda name: copy_project(synth_project_template, tmp_path / name)

@@ -144,25 +144,14 @@ def test_worker_processes_give_the_same_picks(synth_project, tmp_path):
             np.testing.assert_allclose(again[name], pts)
 
 
-def _copy_project(template_config: Path, dst: Path) -> Path:
-    import shutil
-
-    shutil.copytree(template_config.parent, dst)
-    config = json.loads((dst / "config.json").read_text())
-    config["overlay_root"] = f"local://{(dst / 'overlay').resolve()}"
-    (dst / "config.json").write_text(json.dumps(config))
-    return dst / "config.json"
-
-
-def test_driver_equals_segment_localize_evaluate_commands(synth_project_template, tmp_path):
+def test_driver_equals_segment_localize_evaluate_commands(synth_project_copy, tmp_path):
     """The driver's picks and scores equal `tomopick segment`, `localize` and `evaluate` run one after another."""
     import yaml
 
     from pipeline.cli import main as cli
     from pipeline.stream import run_pipeline
 
-    driver_project = _copy_project(synth_project_template, tmp_path / "a")
-    chain_project = _copy_project(synth_project_template, tmp_path / "b")
+    driver_project, chain_project = synth_project_copy("a"), synth_project_copy("b")
 
     result = run_pipeline(make_cfg(driver_project, tmp_path, segment={"mode": "fast", "ntta": 2}), progress=False)
     assert [r.status for r in result.records] == ["done", "done"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +18,7 @@ pytestmark = [
 ]
 
 
-def _copy(template: Path, dst: Path) -> Path:
-    shutil.copytree(template.parent, dst)
-    config = json.loads((dst / "config.json").read_text())
-    config["overlay_root"] = f"local://{(dst / 'overlay').resolve()}"
-    (dst / "config.json").write_text(json.dumps(config))
-    return dst / "config.json"
-
-
-def test_gpu_driver_matches_cpu_driver(synth_project_template, tmp_path):
+def test_gpu_driver_matches_cpu_driver(synth_project_copy, tmp_path):
     pytest.importorskip("cupy")
     from pipeline import copick_io
     from pipeline.config import config_from_dict
@@ -36,7 +26,7 @@ def test_gpu_driver_matches_cpu_driver(synth_project_template, tmp_path):
 
     results = {}
     for device in ("cpu", "cuda"):
-        project = _copy(synth_project_template, tmp_path / device)
+        project = synth_project_copy(device)
         cfg = config_from_dict({
             "copick_config": str(project), "device": device,
             "model": {"configs": [str(DEMO / "demo_unet.yaml")], "weights": [str(DEMO / "demo_unet.pth")]},
