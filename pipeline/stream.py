@@ -332,7 +332,8 @@ def process_runs(cfg: RunConfig, root, run_ids: list[str], objects, device: Devi
                     del volume, result
                     if device.is_cuda:
                         done = Future()
-                        done.set_result(localize_and_write(run_id, label_map, "gpu"))
+                        # auto: the GPU backend when CuPy is there, else a host copy and the CPU backend
+                        done.set_result(localize_and_write(run_id, label_map, "auto"))
                         pending.append((run_id, chain_write(run_id, done)))
                     else:
                         host_map = label_map.numpy() if hasattr(label_map, "numpy") else np.asarray(label_map)
