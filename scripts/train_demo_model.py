@@ -37,8 +37,8 @@ MODEL = {
     "architecture": "Unet",
     "num_classes": 7,
     "dim_in": 64,
-    "channels": [16, 32, 64, 64],
-    "strides": [2, 2, 1],
+    "channels": [16, 32, 64, 128],
+    "strides": [2, 2, 2],
     "num_res_units": 1,
     "dropout": 0.1,
 }
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "configs" / "models"))
     p.add_argument("--name", default="demo_unet")
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
