@@ -143,16 +143,21 @@ def _compat_logits(volume, models, ensemble, transforms, overlap, window_batch, 
     return acc_models / len(models)
 
 
-def _fast_predictor(models, transforms, precision, device, channels_last):
-    """(B, 1, *window) -> (B, C, *window) float32: mean over transforms and models, transforms batched per shape."""
-    groups: dict[bool, list] = {}
-    for t in transforms:
-        groups.setdefault(t.swaps_yx, []).append(t)
+def _fast_predictor(models, transforms, precision, device, channels_last, max_batch: int = 8):
+    """(B, 1, *window) -> (B, C, *window) float32: mean over transforms and models.
+
+    The transformed copies of the B windows that share a shape go through each network together, at most
+    ``max_batch`` per forward pass.
+    """
     count = float(len(transforms) * len(models))
 
     def predictor(batch):
         batch = batch.to(device)
         b = batch.shape[0]
+        z, y, x = batch.shape[-3:]
+        groups: dict[tuple, list] = {}  # transforms whose outputs share a shape run in one forward pass
+        for t in transforms:
+            groups.setdefault((z, x, y) if t.swaps_yx else (z, y, x), []).append(t)
         total = None
         for group in groups.values():
             x = torch.cat([t.forward(batch) for t in group])
@@ -160,7 +165,7 @@ def _fast_predictor(models, transforms, precision, device, channels_last):
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             for model in models:
                 with _autocast(precision, device):
-                    y = model(x)
+                    y = torch.cat([model(chunk) for chunk in torch.split(x, max_batch)])
                 y = y.float()
                 for k, t in enumerate(group):
                     part = t.inverse(y[k * b:(k + 1) * b])
@@ -176,7 +181,7 @@ def _fast_logits(volume, models, ensemble, transforms, window_batch, precision, 
                             max_window=options.max_window or ensemble.dim_in, margin=options.margin)
     weights = tiling.blend_weights(plan.window, "gaussian", sigma_scale=options.sigma_scale, device=device)
     channels_last = options.channels_last and device.type == "cuda"
-    predictor = _fast_predictor(models, transforms, precision, device, channels_last)
+    predictor = _fast_predictor(models, transforms, precision, device, channels_last, max_batch=window_batch)
     positions = max(1, window_batch // len(transforms))
     stats["windows"] += plan.n_windows * len(transforms) * len(models)
     stats["network_voxels"] += plan.n_windows * len(transforms) * len(models) * int(np.prod(plan.window))
@@ -254,7 +259,8 @@ def segment_volume(
     """Segment one tomogram (z, y, x) with an ``Ensemble`` from ``pipeline.models.load_ensemble``.
 
     ``overlap`` and ``window_batch`` are MONAI's (compat); fast mode uses ``fast_options`` for its windows and
-    runs ``max(1, window_batch // ntta)`` window positions x ``ntta`` transforms per forward pass.
+    takes ``max(1, window_batch // ntta)`` window positions at a time, their ``ntta`` transformed copies going
+    through the network at most ``window_batch`` per forward pass.
     Returns the uint8 label map on ``device`` (and the class probabilities when asked).
     """
     t0 = time.perf_counter()
