@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from kernels._index import unravel
+
 _INF = np.inf
 
 
@@ -110,18 +112,12 @@ def _edt_components(ny, nx, class_box, ovox, ostart, obox, dist_vox):
         work = np.zeros((hz - lz, hy - ly, hx - lx), np.float64)
         for t in range(ostart[c], ostart[c + 1]):
             j = ovox[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             work[z - lz, y - ly, x - lx] = _INF
         edt_sq_inplace(work)
         for t in range(ostart[c], ostart[c + 1]):
             j = ovox[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             dist_vox[t] = np.float32(np.sqrt(work[z - lz, y - ly, x - lx]))
 
 

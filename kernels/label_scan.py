@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from kernels._index import unravel
+
 
 @njit(cache=True, nogil=True)
 def _grow_i64(a, new_len):
@@ -75,10 +77,7 @@ def _scan(flat, nz, ny, nx, wanted):
         while head < pos:
             j = voxels[head]
             head += 1
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             z0 = min(z0, z)
             y0 = min(y0, y)
             x0 = min(x0, x)

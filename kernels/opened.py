@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from kernels._index import unravel
 from kernels.label_scan import _grow_box, _grow_i64
 
 
@@ -46,19 +47,13 @@ def _open_split(ny, nx, voxels, comp_start, comp_bbox, comp_ids):
         a1 = comp_start[c + 1]
         for t in range(a0, a1):
             j = voxels[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             m[z - z0 + 1, y - y0 + 1, x - x0 + 1] = 1
         e = np.zeros((dz, dy, dx), np.uint8)
         any_eroded = False
         for t in range(a0, a1):
             j = voxels[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             a = z - z0 + 1
             b = y - y0 + 1
             d = x - x0 + 1
@@ -70,10 +65,7 @@ def _open_split(ny, nx, voxels, comp_start, comp_bbox, comp_ids):
         # opened = eroded dilated by the cross (a subset of the component); mark with 2 in m
         for t in range(a0, a1):
             j = voxels[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             a = z - z0 + 1
             b = y - y0 + 1
             d = x - x0 + 1
@@ -82,10 +74,7 @@ def _open_split(ny, nx, voxels, comp_start, comp_bbox, comp_ids):
         # split the opened voxels into 6-connected components (breadth first, seeds in raster order)
         for t in range(a0, a1):
             j = voxels[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             if m[z - z0 + 1, y - y0 + 1, x - x0 + 1] != 2:
                 continue
             if nout == cap:
@@ -175,10 +164,7 @@ def _index_maps(ny, nx, ovox, ostart, obox):
         dx = obox[c, 5] - obox[c, 2] + 2
         for t in range(ostart[c], ostart[c + 1]):
             j = ovox[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             li = ((z - obox[c, 0] + 1) * dy + (y - obox[c, 1] + 1)) * dx + (x - obox[c, 2] + 1)
             local[t] = li
             comp_of[t] = c

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from kernels._index import unravel
+
 
 @njit(cache=True, nogil=True)
 def _reflect(i, lo, hi):
@@ -76,10 +78,7 @@ def _markers(ny, nx, class_box, filter_size, ovox, ostart, obox, map_start, inde
                 continue
             for t in range(ostart[d], ostart[d + 1]):
                 j = ovox[t]
-                z = j // sz
-                rem = j - z * sz
-                y = rem // nx
-                x = rem - y * nx
+                z, y, x = unravel(j, sz, nx)
                 if lo[0] <= z < hi[0] and lo[1] <= y < hi[1] and lo[2] <= x < hi[2]:
                     tmp[z - lo[0], y - lo[1], x - lo[2]] = dist_vox[t]
         tmp2 = np.empty_like(tmp)
@@ -91,10 +90,7 @@ def _markers(ny, nx, class_box, filter_size, ovox, ostart, obox, map_start, inde
         dx = obox[c, 5] - obox[c, 2] + 2
         for t in range(ostart[c], ostart[c + 1]):
             j = ovox[t]
-            z = j // sz
-            rem = j - z * sz
-            y = rem // nx
-            x = rem - y * nx
+            z, y, x = unravel(j, sz, nx)
             if dist_vox[t] == tmp2[z - lo[0], y - lo[1], x - lo[2]]:
                 marker_vox[t] = -1  # local maximum, not yet labelled
         base = map_start[c]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, njit
 
+from kernels._index import unravel
+
 
 @njit(cache=True, nogil=True)
 def _stats_cpu(labels, ny, nx, n_regions, out):
@@ -19,10 +21,7 @@ def _stats_cpu(labels, ny, nx, n_regions, out):
         lab = labels[i]
         if lab <= 0 or lab > n_regions:
             continue
-        z = i // sz
-        rem = i - z * sz
-        y = rem // nx
-        x = rem - y * nx
+        z, y, x = unravel(i, sz, nx)
         out[lab, 0] += 1.0
         out[lab, 1] += z
         out[lab, 2] += y

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, njit
 
+from kernels._index import unravel
+
 UNSET = np.int32(2**31 - 1)  # stamp of a voxel not labelled yet
 
 
@@ -49,10 +51,7 @@ def _sweep_cpu(fg, key, label, stamp, prio, age, parent_age, pdir, nz, ny, nx, l
         i = fg[k]
         if label[i] != 0:
             continue
-        z = i // sz
-        rem = i - z * sz
-        y = rem // nx
-        x = rem - y * nx
+        z, y, x = unravel(i, sz, nx)
         best = -1
         bp = np.int32(0)
         ba = np.int64(0)
