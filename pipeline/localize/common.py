@@ -47,6 +47,12 @@ class SizeWindow:
     v_max: float
     v_sphere: float  # volume of a sphere of the object's full radius: the score's denominator
 
+    def keeps(self, sizes, strict: bool):
+        """Mask of region sizes inside the window: open bounds for ``com`` (strict), closed for watershed."""
+        if strict:
+            return (sizes > self.v_min) & (sizes < self.v_max)
+        return (sizes >= self.v_min) & (sizes <= self.v_max)
+
 
 def sphere_volume(radius_vox: float) -> float:
     return 4.0 / 3.0 * math.pi * radius_vox**3

@@ -65,7 +65,7 @@ def candidates_com(shape_zyx, components, label: int, window: SizeWindow):
     if ids.size == 0:
         return np.empty((0, 3)), np.empty(0)
     sizes = (comp_start[ids + 1] - comp_start[ids]).astype(np.float64)
-    ids = ids[(sizes > window.v_min) & (sizes < window.v_max)]
+    ids = ids[window.keeps(sizes, strict=True)]
     if ids.size == 0:
         return np.empty((0, 3)), np.empty(0)
     counts = comp_start[ids + 1] - comp_start[ids]
@@ -79,10 +79,7 @@ def candidates_com(shape_zyx, components, label: int, window: SizeWindow):
 def region_centroids(region_vox, n_regions, flat_index, shape_zyx, window: SizeWindow, strict: bool):
     """Sizes and unweighted centroids of regions 1..n given per-voxel region ids; keep those in the window."""
     sizes = np.bincount(region_vox, minlength=n_regions + 1)[1:].astype(np.float64)
-    if strict:
-        keep = (sizes > window.v_min) & (sizes < window.v_max)
-    else:
-        keep = (sizes >= window.v_min) & (sizes <= window.v_max)
+    keep = window.keeps(sizes, strict)
     if not keep.any():
         return np.empty((0, 3)), np.empty(0)
     coords = _coords(flat_index, shape_zyx)

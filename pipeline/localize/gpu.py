@@ -126,10 +126,7 @@ def _bbox(mask, ops: DeviceOps):
 
 def _centroids_from_stats(stats_host: np.ndarray, offset, window: SizeWindow, strict: bool):
     sizes = stats_host[1:, 0]
-    if strict:
-        keep = (sizes > window.v_min) & (sizes < window.v_max)
-    else:
-        keep = (sizes >= window.v_min) & (sizes <= window.v_max)
+    keep = window.keeps(sizes, strict)
     if not keep.any():
         return np.empty((0, 3)), np.empty(0)
     centers = stats_host[1:, 1:][keep] / sizes[keep, None] + np.asarray(offset, np.float64)
