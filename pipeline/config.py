@@ -7,6 +7,7 @@ working directory. Validation errors name the file, the key, the value received 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,7 @@ def _type_ok(value, annotation) -> tuple[bool, object]:
     """Check/convert one scalar value against a simple annotation; returns (ok, converted)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return True, None
         for arg in args:
