@@ -175,7 +175,7 @@ class _Reader(threading.Thread):
 
 
 class _RunOutputs:
-    """Writes a run's segmentation and picks; on failure removes whatever of them was written."""
+    """Writes a run's segmentation and picks, and removes them again for a run that failed."""
 
     def __init__(self, root, cfg: RunConfig, objects):
         self.root, self.cfg, self.objects = root, cfg, objects
@@ -185,16 +185,13 @@ class _RunOutputs:
         from pipeline import copick_io
 
         loc = self.cfg.localize
-        try:
-            if self.seg is not None and label_map_host is not None:
-                copick_io.write_segmentation(self.root, run_id, label_map_host, self.cfg.voxel_size, self.seg)
-            for obj in self.objects:
-                p = picks[obj.name]
-                copick_io.write_picks(self.root, run_id, obj.name, p.centers_zyx_vox, self.cfg.voxel_size,
-                                      loc.pick_user_id, loc.pick_session_id, scores=p.scores)
-        except BaseException:
-            self.remove(run_id)
-            raise
+        # a failure here reaches process_runs' fail(), which removes whatever of this run was written
+        if self.seg is not None and label_map_host is not None:
+            copick_io.write_segmentation(self.root, run_id, label_map_host, self.cfg.voxel_size, self.seg)
+        for obj in self.objects:
+            p = picks[obj.name]
+            copick_io.write_picks(self.root, run_id, obj.name, p.centers_zyx_vox, self.cfg.voxel_size,
+                                  loc.pick_user_id, loc.pick_session_id, scores=p.scores)
 
     def remove(self, run_id: str) -> None:
         """Undo a run's outputs so a failed run never looks complete."""
