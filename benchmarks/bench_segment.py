@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--fast-max-window", type=int, default=None)
     p.add_argument("--fast-margin", type=int, default=0)
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="fast mode's network memory format (auto: channels-last on the CPU only)")
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
     ens = load_ensemble(args.model_config, args.model_weights, device=str(device))
     kw = dict(ntta=args.ntta, overlap=args.overlap, window_batch=args.window_batch, device=str(device),
               precision=args.precision)
-    fast_opts = FastOptions(max_window=args.fast_max_window, margin=args.fast_margin, channels_last=args.channels_last)
+    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    fast_opts = FastOptions(max_window=args.fast_max_window, margin=args.fast_margin, channels_last=channels_last)
     monai_windows = sum(tiling.monai_plan(t.forward(torch.empty(shape, device="meta")).shape, ens.dim_in,
                                           args.overlap).n_windows for t in tta_transforms(args.ntta))
     monai_windows *= len(ens.models)

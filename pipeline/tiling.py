@@ -180,12 +180,15 @@ def sliding_window(
     weights: torch.Tensor | None = None,
     out_device: str | torch.device | None = None,
     out_channels: int | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Stitch ``predictor`` outputs over ``plan``'s windows: (Z, Y, X) volume -> (C, Z, Y, X) float32.
 
     ``predictor`` maps (B, 1, *window) to (B, C, *window). Windows are taken in plan order, ``window_batch`` per
     call; each output (times ``weights`` when given) is added to a float32 buffer on ``out_device`` in that order,
     and the sum is divided by the summed weights (integer counts for constant weights), as MONAI does.
+    ``channels_last``: the buffer is stored voxel-major (Z, Y, X, C) and returned as a (C, Z, Y, X) view of it:
+    adding channels-last window outputs and the final argmax over classes then read memory in order.
     """
     out_device = torch.device(out_device) if out_device is not None else volume.device
     padded = volume
@@ -212,7 +215,11 @@ def sliding_window(
         pred = pred.to(out_device)
         if output is None:
             channels = out_channels or pred.shape[1]
-            output = torch.zeros((channels, *plan.padded_shape), dtype=torch.float32, device=out_device)
+            if channels_last:
+                output = torch.zeros((*plan.padded_shape, channels), dtype=torch.float32, device=out_device)
+                output = output.permute(3, 0, 1, 2)
+            else:
+                output = torch.zeros((channels, *plan.padded_shape), dtype=torch.float32, device=out_device)
         for j, i in enumerate(idx):
             output[(slice(None), *plan.slices(i))] += pred[j]
     output /= count

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError, DeviceError
 from pipeline.models import Ensemble
 from pipeline.segment import (
+    ChannelsLastInstanceNorm3d,
     FastOptions,
     _fast_predictor,
+    channels_last_network,
     compute_logits,
     normalize_volume,
     reference_logits,
@@ -107,6 +111,66 @@ def test_fast_predictor_equals_one_transform_at_a_time(window, ntta):
                 want += t.inverse(model(t.forward(batch)))
         want /= len(transforms) * len(ens.models)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(channels=st.integers(1, 9), sides=st.tuples(*[st.integers(1, 12)] * 3), affine=st.booleans(),
+       eps=st.sampled_from([1e-5, 1e-3]), seed=st.integers(0, 2**31 - 1))
+def test_channels_last_instance_norm_equals_torch(channels, sides, affine, eps, seed):
+    if int(np.prod(sides)) == 1:
+        sides = (1, 1, 2)  # torch refuses one voxel per channel (variance undefined)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((2, channels, *sides), generator=gen) * 4 + 3
+    norm = torch.nn.InstanceNorm3d(channels, affine=affine, eps=eps)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(channels, generator=gen))
+            norm.bias.copy_(torch.randn(channels, generator=gen))
+    ours = ChannelsLastInstanceNorm3d(norm)
+    with torch.inference_mode():
+        want = norm(x)
+        for layout in (torch.channels_last_3d, torch.contiguous_format):
+            got = ours(x.contiguous(memory_format=layout))
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert ours(x.contiguous(memory_format=torch.channels_last_3d)).is_contiguous(
+            memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("arch", ["Unet", "SegResNet", "DynUNet", "SwinUNETR"])
+def test_channels_last_network_is_the_same_function(arch):
+    """Fast mode's CPU layout changes how the network runs, not what it computes, for every octopi architecture."""
+    from pipeline.models import ModelConfig, build_network
+    from tests.test_models import TINY
+
+    if arch == "SwinUNETR":
+        pytest.importorskip("einops", reason="MONAI's SwinUNETR needs einops")
+    seed = int(np.random.SeedSequence().entropy % 2**31)  # fresh weights and input each run; printed on failure
+    torch.manual_seed(seed)
+    cfg = TINY[arch]
+    net = build_network(ModelConfig(path="tiny.yaml", architecture=arch, model=dict(cfg), labels={},
+                                    num_classes=cfg["num_classes"], dim_in=cfg["dim_in"])).eval()
+    side = cfg["dim_in"]
+    x = torch.randn(2, 1, side, side, side)
+    converted = channels_last_network(net)
+    with torch.inference_mode():
+        want = net(x)
+        got = converted(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
+    norms = sum(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
+    assert sum(isinstance(m, ChannelsLastInstanceNorm3d) for m in converted.modules()) == norms
+    assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in converted.modules())
+
+
+@pytest.mark.parametrize("shape,ntta", [((18, 36, 30), 4), ((9, 20, 17), 8)])
+def test_fast_channels_last_same_logits(shape, ntta):
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    ens = tiny_unet_ensemble(2, seed=seed)
+    vol = random_volume(shape, seed=seed)
+    on, stats_on = compute_logits(vol, ens, mode="fast", ntta=ntta)  # the CPU default
+    off, stats_off = compute_logits(vol, ens, mode="fast", ntta=ntta, fast_options=FastOptions(channels_last=False))
+    assert stats_on["channels_last"] and not stats_off["channels_last"]
+    torch.testing.assert_close(on, off, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
+    assert next(ens.models[0].parameters()).is_contiguous()  # the caller's networks are left as loaded
 
 
 def test_fast_mode_outputs_and_fewer_windows():

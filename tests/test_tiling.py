@@ -66,6 +66,31 @@ def test_gaussian_blending_returns_affine_exactly(z, y, x, dim_in, divisor, scal
     assert torch.equal(out[0], 2 * vol + 1)
 
 
+@settings(max_examples=25, deadline=None)
+@given(z=small_sides, y=small_sides, x=small_sides, dim_in=st.integers(4, 24), channels=st.integers(1, 8),
+       batch=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_channels_last_buffer_stitches_the_same_numbers(z, y, x, dim_in, channels, batch, seed):
+    """Voxel-major accumulation (fast mode on the CPU) adds the same values in the same order: identical output."""
+    gen = torch.Generator().manual_seed(seed)
+    vol = torch.randn((z, y, x), generator=gen)
+    mix = torch.randn(channels, generator=gen)
+
+    def predictor(b):  # (B, 1, ...) -> (B, C, ...), channel-dependent, any memory format
+        return b * mix.reshape(1, -1, 1, 1, 1) + torch.sin(b)
+
+    plan = tiling.even_plan(vol.shape, dim_in, margin=dim_in // 3)
+    weights = tiling.blend_weights(plan.window, "gaussian")
+    want = tiling.sliding_window(vol, predictor, plan, window_batch=batch, weights=weights)
+
+    def predictor_cl(b):
+        return predictor(b).contiguous(memory_format=torch.channels_last_3d)
+
+    got = tiling.sliding_window(vol, predictor_cl, plan, window_batch=batch, weights=weights, channels_last=True)
+    assert got.shape == want.shape == (channels, z, y, x)
+    assert got.stride()[0] == 1  # classes innermost: argmax over them reads memory in order
+    assert torch.equal(got, want)
+
+
 @settings(max_examples=200, deadline=None)
 @given(size=st.integers(1, 700), dim_in=st.integers(8, 128), divisor=st.sampled_from([1, 2, 4, 16, 32]),
        scale=st.floats(1.0, 3.0), margin=st.integers(0, 64))
