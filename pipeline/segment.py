@@ -125,13 +125,14 @@ class ChannelsLastInstanceNorm3d(torch.nn.Module):
         if x.ndim != 5:
             return torch.nn.functional.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
         b, c = x.shape[:2]
-        v = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # a view when x is channels-last
+        # statistics in float32, as torch's own norm keeps them: squares of fp16 activations overflow past 256
+        v = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).float()  # a view when x is channels-last float32
         centred = v - v.mean(dim=1, keepdim=True)
         var = (centred * centred).mean(dim=1, keepdim=True)
         out = centred.mul_(torch.rsqrt(var + self.eps))
         if self.weight is not None:
             out = out.mul_(self.weight).add_(self.bias)
-        return out.reshape(b, *x.shape[2:], c).permute(0, 4, 1, 2, 3)
+        return out.to(x.dtype).reshape(b, *x.shape[2:], c).permute(0, 4, 1, 2, 3)
 
 
 def channels_last_network(model: torch.nn.Module) -> torch.nn.Module:

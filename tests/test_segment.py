@@ -136,6 +136,27 @@ def test_channels_last_instance_norm_equals_torch(channels, sides, affine, eps, 
             memory_format=torch.channels_last_3d)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 400.0])
+def test_channels_last_instance_norm_half_precision_keeps_float32_statistics(dtype, scale):
+    """Under fp16/bf16 autocast the norm sees half-precision activations; squares of values past ~256 overflow
+    fp16, so the statistics must be float32 (as torch's norm keeps them). Output dtype follows the input."""
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn((2, 5, 6, 7, 8), generator=gen) * scale + scale / 3).to(dtype)
+    norm = torch.nn.InstanceNorm3d(5, affine=True)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(5, generator=gen))
+        norm.bias.copy_(torch.randn(5, generator=gen))
+    with torch.inference_mode():
+        want = norm(x.float())  # float32 statistics of the same half-precision values
+        got = ChannelsLastInstanceNorm3d(norm)(x.contiguous(memory_format=torch.channels_last_3d))
+    assert got.dtype == dtype
+    assert torch.isfinite(got).all()
+    tol = 1e-2 if dtype == torch.float16 else 5e-2  # one rounding of the output to the half type
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol, msg=lambda m: f"seed {seed}: {m}")
+
+
 @pytest.mark.parametrize("arch", ["Unet", "SegResNet", "DynUNet", "SwinUNETR"])
 def test_channels_last_network_is_the_same_function(arch):
     """Fast mode's CPU layout changes how the network runs, not what it computes, for every octopi architecture."""
