@@ -168,7 +168,8 @@ def _sweep_cuda(fg, key, label, stamp, prio, age, parent_age, pdir, nz, ny, nx, 
         best, bp, ba, bd = _consider_cuda(i + sz, 0, t, level, label, stamp, prio, age, best, bp, ba, bd)
     if best >= 0:
         label[i] = label[best]
-        prio[i] = max(key[i], bp)
+        ki = key[i]
+        prio[i] = ki if ki > bp else bp  # not max(): numba >= 0.66's CUDA target rejects it (numba#10753)
         stamp[i] = t
         parent_age[i] = ba
         pdir[i] = bd
