@@ -90,3 +90,17 @@ def test_gpu_twin_known_centres_non_cubic(method):
 def test_gpu_twin_empty():
     picks = gpu_twin(np.zeros((12, 14, 16), np.uint8))
     assert all(len(p) == 0 for p in picks.values())
+
+
+def test_gpu_twin_takes_host_torch_tensors_and_refuses_float_maps():
+    import torch
+
+    from pipeline.errors import RunError
+
+    label_map = random_case(900)[0]
+    want = gpu_twin(label_map)
+    got = gpu_twin(torch.from_numpy(label_map))  # a host tensor is uploaded, not handed to DLPack
+    for name in want:
+        np.testing.assert_array_equal(got[name].centers_zyx_vox, want[name].centers_zyx_vox)
+    with pytest.raises(RunError, match="not an integer label map"):
+        gpu_twin(label_map.astype(np.float32))

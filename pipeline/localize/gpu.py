@@ -18,6 +18,7 @@ kernels under ``NUMBA_ENABLE_CUDASIM=1`` (tests/localize_sim/).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ class DeviceOps:
     """Array module, ndimage module, distance transform, copy-to-host, and the two kernels of one backend.
 
     ``flood(key, markers, mask)`` -> int32 regions; ``stats(regions, n)`` -> (n + 1, 4) count and coordinate
-    sums per region (kernels/watershed_levels.py, kernels/region_stats.py).
+    sums per region (kernels/watershed_levels.py, kernels/region_stats.py); ``release()`` hands cached device
+    memory back (CuPy keeps its own pool beside torch's).
     """
 
     xp: Any
@@ -45,6 +47,7 @@ class DeviceOps:
     flood: Callable
     stats: Callable
     name: str = "cupy"
+    release: Callable = lambda: None
 
 
 def _cuda_kernels(xp):
@@ -67,7 +70,8 @@ def cupy_ops() -> DeviceOps:
     except ImportError:  # CuPy >= 13 ships the same PBA+ transform
         edt = cndi.distance_transform_edt
         log.debug("cuCIM not importable; using cupyx.scipy.ndimage.distance_transform_edt")
-    return DeviceOps(cupy, cndi, edt, cupy.asnumpy, *_cuda_kernels(cupy), "cupy")
+    return DeviceOps(cupy, cndi, edt, cupy.asnumpy, *_cuda_kernels(cupy), "cupy",
+                     cupy.get_default_memory_pool().free_all_blocks)
 
 
 def host_ops(kernels: str = "cuda") -> DeviceOps:
@@ -87,20 +91,56 @@ def host_ops(kernels: str = "cuda") -> DeviceOps:
 
 def as_device_array(label_map, ops: DeviceOps):
     """A CUDA torch tensor or CuPy array as a C-contiguous uint8 array of ``ops.xp``, without a host copy."""
+    from pipeline.errors import RunError
+
     xp = ops.xp
     module = type(label_map).__module__ or ""
     if module.startswith("torch"):
-        label_map = xp.from_dlpack(label_map.detach().contiguous())
+        label_map = label_map.detach()
+        if label_map.is_cuda:
+            label_map = xp.from_dlpack(label_map.contiguous())
+        else:
+            label_map = xp.asarray(label_map.numpy())  # a host tensor: one upload
     elif ops.name == "cupy" and not module.startswith("cupy"):
         label_map = xp.asarray(label_map)  # host array given: one upload
     array = xp.ascontiguousarray(label_map)
     if array.ndim != 3:
-        from pipeline.errors import RunError
-
         raise RunError(f"localize (gpu): expected a 3-D (z, y, x) label map, got shape {tuple(array.shape)}")
+    if array.dtype.kind not in "iub":
+        raise RunError(f"localize (gpu): label map of dtype {array.dtype} is not an integer label map; expected "
+                       "uint8 class ids (0 = background), e.g. a segmentation from 'tomopick segment'")
     if array.dtype != xp.uint8:
         array = array.astype(xp.uint8)
     return array
+
+
+def _device_index(label_map) -> int | None:
+    """CUDA ordinal of a torch tensor or CuPy array; None for host arrays."""
+    module = type(label_map).__module__ or ""
+    if module.startswith("torch") and label_map.is_cuda:
+        return label_map.device.index
+    if module.startswith("cupy"):
+        return label_map.device.id
+    return None
+
+
+def on_device_of(label_map, ops: DeviceOps) -> contextlib.ExitStack:
+    """Context making the label map's GPU current for torch's DLPack export, CuPy and numba's kernels.
+
+    Each uses the current device, which is GPU 0 unless someone set it: without this a map on cuda:1 fails to
+    export or is read across GPUs.
+    """
+    stack = contextlib.ExitStack()
+    index = _device_index(label_map)
+    if ops.name == "cupy" and index is not None:
+        import cupy
+
+        stack.enter_context(cupy.cuda.Device(index))  # numba launches on the current (primary) context
+        if (type(label_map).__module__ or "").startswith("torch"):
+            import torch
+
+            stack.enter_context(torch.cuda.device(index))
+    return stack
 
 
 def _cross(xp):
@@ -158,7 +198,7 @@ def candidates_watershed(label_map, label: int, filter_size: int, window: SizeWi
     del local_max
     if n_markers == 0:
         return np.empty((0, 3)), np.empty(0)
-    regions = ops.flood(-sq, markers.astype(xp.int32), opened)
+    regions = ops.flood(-sq, markers.astype(xp.int32, copy=False), opened)
     del sq, markers, opened
     stats = ops.stats(regions, n_markers)
     return _centroids_from_stats(ops.to_host(stats), box[:3], window, strict=False)
@@ -169,7 +209,7 @@ def candidates_com(label_map, label: int, window: SizeWindow, ops: DeviceOps):
     n = int(n)  # host sync
     if n == 0:
         return np.empty((0, 3)), np.empty(0)
-    stats = ops.stats(components.astype(ops.xp.int32), n)
+    stats = ops.stats(components.astype(ops.xp.int32, copy=False), n)
     return _centroids_from_stats(ops.to_host(stats), (0, 0, 0), window, strict=True)
 
 
@@ -187,22 +227,28 @@ def _out_of_memory_types():
 def candidates_all(label_map, tasks, method: str, filter_size: int, ops: DeviceOps | None = None):
     """``tasks``: (name, label, SizeWindow) -> (shape, {name: (centres, sizes)}); classes one after another."""
     ops = ops or cupy_ops()
-    device_map = as_device_array(label_map, ops)
-    shape = tuple(int(s) for s in device_map.shape)
-    found = {}
-    oom = _out_of_memory_types()
-    for name, label, window in tasks:
-        try:
-            if method == "watershed":
-                found[name] = candidates_watershed(device_map, label, filter_size, window, ops)
-            else:
-                found[name] = candidates_com(device_map, label, window, ops)
-        except oom:
-            # the one fallback of this stage: finish this class on the CPU (one host copy of the label map)
-            log.warning("localize: GPU out of memory on %s; finishing it on the CPU", name)
+    with on_device_of(label_map, ops):
+        device_map = as_device_array(label_map, ops)
+        shape = tuple(int(s) for s in device_map.shape)
+        found = {}
+        oom = _out_of_memory_types()
+        host = None
+        for name, label, window in tasks:
+            try:
+                if method == "watershed":
+                    found[name] = candidates_watershed(device_map, label, filter_size, window, ops)
+                else:
+                    found[name] = candidates_com(device_map, label, window, ops)
+                continue
+            except oom:
+                log.warning("localize: GPU out of memory on %s; finishing it on the CPU", name)
+            # the one fallback of this stage: this class on the CPU (one host copy of the label map). Out of the
+            # except block, so the failed attempt's arrays are gone before the pool is emptied.
+            ops.release()
             from pipeline.localize import cpu
 
-            host = ops.to_host(device_map)
+            host = ops.to_host(device_map) if host is None else host
             found.update(cpu.candidates_all(host, [(name, label, window)], method, filter_size, 1))
-            ops.xp.get_default_memory_pool().free_all_blocks()
+        del device_map
+        ops.release()  # the pool's blocks back to the driver: torch segments the next tomogram in them
     return shape, found
