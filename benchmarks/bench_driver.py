@@ -60,7 +60,7 @@ def main() -> int:
 
     prepare_project(cfg)
     t0 = time.perf_counter()
-    result = run_pipeline(cfg, progress=False)
+    result = run_pipeline(cfg, progress=False, workers=[device.torch_device])  # one device, as the loop below
     wall = time.perf_counter() - t0
     summary = throughput_summary(result.records, wall)
     n = summary["runs_done"]

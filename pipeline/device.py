@@ -45,6 +45,23 @@ def cupy_available() -> bool:
         return False
 
 
+def make_current(choice: DeviceChoice) -> None:
+    """Make ``choice``'s GPU the current device of this process for torch and CuPy.
+
+    A CUDA tensor exports through DLPack only from the current device, and CuPy allocates and launches (numba's
+    kernels too) on its current device: on ``cuda:1`` nothing of localization works unless both point there.
+    """
+    if not choice.is_cuda:
+        return
+    import torch
+
+    torch.cuda.set_device(choice.index)
+    if cupy_available():
+        import cupy
+
+        cupy.cuda.Device(choice.index).use()
+
+
 def resolve_device(spec: str | None = "auto") -> DeviceChoice:
     """``auto | cpu | cuda | cuda:N`` -> DeviceChoice. Asking for CUDA without one fails at once, with the reason."""
     spec = (spec or "auto").strip().lower()

@@ -87,6 +87,9 @@ def _as_tensor(volume_zyx, device: torch.device) -> torch.Tensor:
         raise TypeError(f"segment_volume: volume_zyx must be a numpy array or torch tensor, got {type(volume_zyx)}")
     if volume_zyx.ndim != 3:
         raise ValueError(f"segment_volume: volume_zyx must be 3D (z, y, x), got shape {tuple(volume_zyx.shape)}")
+    if device.type == "cuda" and volume_zyx.device.type == "cpu" and volume_zyx.is_pinned():
+        # the driver's reader pins the next tomogram: an asynchronous copy, ordered before the work that reads it
+        return volume_zyx.to(device, non_blocking=True)
     return volume_zyx.to(device)
 
 

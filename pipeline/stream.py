@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import RunConfig, config_to_dict
-from pipeline.device import DeviceChoice, cuda_device_count, resolve_device
+from pipeline.device import DeviceChoice, cuda_device_count, make_current, resolve_device
 from pipeline.errors import TomopickError
 from pipeline.objects import ParticleObject
 from pipeline.selectors import parse_seg_info
@@ -229,14 +229,16 @@ def _save_probabilities(cfg: RunConfig, run_id: str, probabilities, labels) -> N
 def process_runs(cfg: RunConfig, root, run_ids: list[str], objects, device: DeviceChoice, ensemble,
                  progress: bool = True, worker: str = "") -> list[RunRecord]:
     """The streaming loop on one device. Returns one record per run (done or failed)."""
+    from pipeline.localize import choose_backend
     from pipeline.segment import segment_volume
 
+    make_current(device)
     records: dict[str, RunRecord] = {r: RunRecord(r, worker=worker) for r in run_ids}
     outputs = _RunOutputs(root, cfg, objects)
     reader = _Reader(root, cfg, run_ids, device)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomopick-writer")
-    # CPU: localize run i in the background while run i+1 is segmented; GPU: localize on the device in line
-    localizer = None if device.is_cuda else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomopick-localize")
+    # localize run i on the host in the background while run i+1 is segmented (GPU: only without CuPy)
+    localizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomopick-localize")
     pending: list[tuple[str, Future]] = []
     failure: list[BaseException] = []
     s = cfg.segment
@@ -327,13 +329,16 @@ def process_runs(cfg: RunConfig, root, run_ids: list[str], objects, device: Devi
                     if s.save_probabilities:
                         _save_probabilities(cfg, run_id, result.probabilities, ensemble.labels)
                     del volume, result
-                    if device.is_cuda:
+                    if choose_backend(label_map)[0] == "gpu":
+                        import torch
+
+                        # hand torch's cached blocks (logits, stitch buffers) to CuPy, which has its own pool
+                        torch.cuda.empty_cache()
                         done = Future()
-                        # auto: the GPU backend when CuPy is there, else a host copy and the CPU backend
-                        done.set_result(localize_and_write(run_id, label_map, "auto"))
+                        done.set_result(localize_and_write(run_id, label_map, "gpu"))
                         pending.append((run_id, chain_write(run_id, done)))
-                    else:
-                        host_map = label_map.numpy() if hasattr(label_map, "numpy") else np.asarray(label_map)
+                    else:  # one host copy, localized in the background while the next run is segmented
+                        host_map = label_map.cpu().numpy() if hasattr(label_map, "cpu") else np.asarray(label_map)
                         fut = localizer.submit(localize_and_write, run_id, host_map, "cpu")
                         pending.append((run_id, chain_write(run_id, fut)))
                 except Exception as exc:  # noqa: BLE001 - this run fails; the job goes on per on_error
@@ -346,8 +351,7 @@ def process_runs(cfg: RunConfig, root, run_ids: list[str], objects, device: Devi
         settle(block=True)
     finally:
         reader.stop_event.set()
-        if localizer is not None:
-            localizer.shutdown(wait=True)
+        localizer.shutdown(wait=True)
         writer.shutdown(wait=True)
         settle(block=True)
         if bar is not None:
