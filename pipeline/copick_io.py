@@ -414,6 +414,25 @@ def write_picks(
         raise
 
 
+def run_done_marker(root, run_id: str, user_id: str, session_id: str) -> Path:
+    """``<overlay_root>/logs/done-{user}_{session}/{run}.json``: written, atomically, after a run's last output.
+
+    copick's ``new_picks`` stores an empty pick file before ``from_numpy`` fills it, so a process killed in
+    between leaves picks that look finished; the marker is what says they are.
+    """
+    return overlay_root(root) / "logs" / f"done-{user_id}_{session_id}" / f"{run_id}.json"
+
+
+def mark_run_done(root, run_id: str, user_id: str, session_id: str, info: dict) -> Path:
+    path = run_done_marker(root, run_id, user_id, session_id)
+    _atomic_write_text(path, json.dumps(_plain(info), indent=1))
+    return path
+
+
+def clear_run_done(root, run_id: str, user_id: str, session_id: str) -> None:
+    run_done_marker(root, run_id, user_id, session_id).unlink(missing_ok=True)
+
+
 def _find_picks(run, object_name: str, user_id: str, session_id: str):
     return _first(run.get_picks(object_name=object_name, user_id=user_id, session_id=session_id))
 

@@ -121,6 +121,8 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
     from pipeline import copick_io
 
     loc = cfg.localize
+    if not copick_io.run_done_marker(root, run_id, loc.pick_user_id, loc.pick_session_id).is_file():
+        return False  # never finished (or written before markers existed): redo it
     if not all(copick_io.picks_exist(root, run_id, o.name, loc.pick_user_id, loc.pick_session_id) for o in objects):
         return False
     if cfg.segment.write_segmentation:
@@ -185,13 +187,20 @@ class _RunOutputs:
         from pipeline import copick_io
 
         loc = self.cfg.localize
-        # a failure here reaches process_runs' fail(), which removes whatever of this run was written
+        # a failure here reaches process_runs' fail(), which removes whatever of this run was written; a kill
+        # leaves no marker, so the run is redone next time
+        copick_io.clear_run_done(self.root, run_id, loc.pick_user_id, loc.pick_session_id)
         if self.seg is not None and label_map_host is not None:
             copick_io.write_segmentation(self.root, run_id, label_map_host, self.cfg.voxel_size, self.seg)
         for obj in self.objects:
             p = picks[obj.name]
             copick_io.write_picks(self.root, run_id, obj.name, p.centers_zyx_vox, self.cfg.voxel_size,
                                   loc.pick_user_id, loc.pick_session_id, scores=p.scores)
+        copick_io.mark_run_done(self.root, run_id, loc.pick_user_id, loc.pick_session_id, {
+            "run": run_id, "picks": {name: int(len(p.centers_zyx_vox)) for name, p in picks.items()},
+            "segmentation": self.seg.uri() if self.seg is not None else None,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
 
     def remove(self, run_id: str) -> None:
         """Undo a run's outputs so a failed run never looks complete."""
@@ -199,6 +208,7 @@ class _RunOutputs:
 
         loc = self.cfg.localize
         try:
+            copick_io.clear_run_done(self.root, run_id, loc.pick_user_id, loc.pick_session_id)
             if self.seg is not None:
                 copick_io.remove_segmentation(self.root, run_id, self.cfg.voxel_size, self.seg)
             for obj in self.objects:

@@ -86,6 +86,25 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
     again = run_pipeline(cfg, progress=False)
     assert [r.status for r in again.records] == ["skipped-done", "skipped-done"]
     assert again.evaluation.final_fbeta_score == pytest.approx(result.evaluation.final_fbeta_score)
+    monkeypatch.undo()
+
+    # a process killed while writing TS_7_1 (copick's new_picks stores an empty pick file before from_numpy
+    # fills it) leaves no completion marker: that run is redone, the finished one is not
+    finished = picks_of(synth_project, "TS_7_1")
+    marker = copick_io.run_done_marker(root, "TS_7_1", "octopi", "1")
+    assert json.loads(marker.read_text())["picks"] == {k: len(v) for k, v in finished.items()}
+    marker.unlink()
+    emptied = max(finished, key=lambda name: len(finished[name]))
+    root = copick_io.open_project(synth_project)
+    copick_io.remove_picks(root, "TS_7_1", emptied, "octopi", "1")
+    root.get_run("TS_7_1").new_picks(object_name=emptied, session_id="1", user_id="octopi")  # the empty file
+    assert copick_io.picks_exist(root, "TS_7_1", emptied, "octopi", "1")
+    assert len(picks_of(synth_project, "TS_7_1")[emptied]) == 0 < len(finished[emptied])
+    third = run_pipeline(cfg, progress=False)
+    assert [r.status for r in third.records] == ["skipped-done", "done"]
+    for name, centres in picks_of(synth_project, "TS_7_1").items():
+        np.testing.assert_allclose(centres, finished[name])
+    assert marker.is_file()
 
 
 @pytest.mark.parametrize("on_error", ["skip", "raise"])
@@ -115,6 +134,7 @@ def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatc
     assert not copick_io.segmentation_exists(root, "TS_7_1", 10.0, SegSelector("predict", "octopi", "1"))
     for o in copick_io.particle_objects(root):
         assert not copick_io.picks_exist(root, "TS_7_1", o.name, "octopi", "1")
+    assert not copick_io.run_done_marker(root, "TS_7_1", "octopi", "1").exists()
     if on_error == "skip":
         assert copick_io.segmentation_exists(root, "TS_7_0", 10.0, SegSelector("predict", "octopi", "1"))
 
