@@ -113,8 +113,9 @@ def _autocast(precision: str, device: torch.device):
 class ChannelsLastInstanceNorm3d(torch.nn.Module):
     """``InstanceNorm3d`` (no running statistics) that keeps its input's memory format.
 
-    torch's own instance norm turns a channels-last input into a standard one (and is ~3x slower on it), which
-    would cost two layout conversions around every convolution. Same statistics (biased variance, ``eps``),
+    torch's own instance norm turns a channels-last input into a standard one (and is slower on it: 26 ms
+    against this one's 19.5 ms for (8, 32, 32, 32, 32) on 2 CPU cores), which would cost two layout conversions
+    around every convolution. Same statistics (biased variance, ``eps``),
     computed on a (batch, voxels, channels) view; equal to torch's within float32 rounding.
     """
 
