@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 _warned_host_stitching = False
+# loaded network -> {device: its channels-last copy}: converted once per model and device, not once per tomogram
+# (inference only: a network whose weights change after its first fast-mode use would need a fresh copy)
+_channels_last_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,9 @@ def _prepare_models(ensemble, device: torch.device, options: FastOptions | None)
             log.debug("moving a model from %s to %s", p.device, device)
             m.to(device)
         if options is not None and options.use_channels_last(device):
-            m = channels_last_network(m)  # a copy: compat mode and the caller keep the model as loaded
+            # a copy: compat mode and the caller keep the model as loaded
+            copies = _channels_last_copies.setdefault(m, {})
+            m = copies[device] if device in copies else copies.setdefault(device, channels_last_network(m))
         if options is not None and options.compile:
             m = torch.compile(m)
         models.append(m)

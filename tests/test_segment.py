@@ -192,6 +192,12 @@ def test_fast_channels_last_same_logits(shape, ntta):
     assert stats_on["channels_last"] and not stats_off["channels_last"]
     torch.testing.assert_close(on, off, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
     assert next(ens.models[0].parameters()).is_contiguous()  # the caller's networks are left as loaded
+    # converted once per network and device, not once per tomogram
+    from pipeline.segment import _prepare_models
+
+    first = _prepare_models(ens, torch.device("cpu"), FastOptions())
+    assert [a is b for a, b in zip(first, _prepare_models(ens, torch.device("cpu"), FastOptions()))] == [True] * 2
+    assert all(a is not b for a, b in zip(first, ens.models))
 
 
 def test_fast_mode_outputs_and_fewer_windows():
