@@ -51,3 +51,27 @@ def test_cupy_input_and_known_centres():
         got = picks[obj.name].centers_zyx_vox
         assert got.shape == (1, 3)
         assert np.linalg.norm(got[0] - centres[obj.label]) < 1e-6
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("as_cupy", [False, True])
+def test_label_map_on_the_second_gpu(as_cupy):
+    """A map on cuda:1 is localized there (DLPack export, CuPy and numba on its device), whatever is current,
+    with the picks it gets on cuda:0."""
+    shape = (37, 64, 51)
+    rng = np.random.default_rng(11)
+    from tests.localize_sim.volumes import spheres
+
+    label_map = spheres(shape, rng, n=12, touching=0.5)
+    want = localize(torch.from_numpy(label_map).to("cuda:0"), OBJECTS, VOXEL_SIZE, backend="gpu")
+    assert sum(len(p) for p in want.values()) > 0
+    if as_cupy:
+        with cupy.cuda.Device(1):
+            device_map = cupy.asarray(label_map)
+    else:
+        device_map = torch.from_numpy(label_map).to("cuda:1")
+    assert torch.cuda.current_device() == 0 and cupy.cuda.runtime.getDevice() == 0
+    got = localize(device_map, OBJECTS, VOXEL_SIZE, backend="gpu")
+    assert cupy.cuda.runtime.getDevice() == 0  # the caller's current device is left as it was
+    for name in want:  # the same algorithm on another GPU: the same picks
+        np.testing.assert_allclose(got[name].centers_zyx_vox, want[name].centers_zyx_vox, atol=1e-9)
