@@ -106,3 +106,23 @@ def test_help_names_every_flag_and_the_score(capsys):
                  "--run-ids", "-rmin", "-rmax", "--filter-size", "--pick-objects", "--n-procs",
                  "--pick-session-id", "--pick-user-id", "--device", "score"):
         assert flag in text, flag
+
+
+def test_failed_write_leaves_none_of_the_runs_pick_sets(synth_project, monkeypatch):
+    real = copick_io.write_picks
+    written = []
+
+    def flaky(root, run_id, object_name, *a, **k):
+        if run_id == "TS_7_1" and len([w for w in written if w[0] == "TS_7_1"]) == 2:
+            raise OSError("disk full")
+        written.append((run_id, object_name))
+        return real(root, run_id, object_name, *a, **k)
+
+    monkeypatch.setattr(copick_io, "write_picks", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        main(["localize", "-c", str(synth_project), *SEG, "-psid", "77"])
+    root = copick_io.open_project(synth_project)
+    objects = [o.name for o in copick_io.particle_objects(root)]
+    assert [w for w in written if w[0] == "TS_7_1"]  # two pick sets of TS_7_1 were written before the failure
+    assert not any(copick_io.picks_exist(root, "TS_7_1", name, "octopi", "77") for name in objects)
+    assert all(copick_io.picks_exist(root, "TS_7_0", name, "octopi", "77") for name in objects)  # finished run

@@ -189,10 +189,16 @@ def run(args) -> int:
                 backend=backend, n_procs=args.n_procs,
             )
             t_loc = time.perf_counter() - t0 - t_read
-            for obj in objects:
-                p = picks[obj.name]
-                copick_io.write_picks(root, rid, obj.name, p.centers_zyx_vox, voxel_size, args.pick_user_id,
-                                      args.pick_session_id, scores=p.scores)
+            try:
+                for obj in objects:
+                    p = picks[obj.name]
+                    copick_io.write_picks(root, rid, obj.name, p.centers_zyx_vox, voxel_size, args.pick_user_id,
+                                          args.pick_session_id, scores=p.scores)
+            except BaseException:
+                # a run gets all its pick sets or none: undo the ones this run already wrote
+                for obj in objects:
+                    copick_io.remove_picks(root, rid, obj.name, args.pick_user_id, args.pick_session_id)
+                raise
             n = sum(len(p) for p in picks.values())
             total += n
             log.info("%s: %d picks (%s) in %.1fs (read %.1fs, localize %.1fs, write %.1fs)", rid, n,
