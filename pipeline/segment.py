@@ -15,7 +15,7 @@ Two modes, one code path for every device (spec section 3):
 
 On CUDA the tomogram, the logits and the label map stay on the device; the label map comes back as a device
 tensor. When CUDA runs out of memory we stitch on the host instead (logged once) and fail with advice if even
-that does not fit. The network runs under fp16 autocast on CUDA by default (as octopi), float32 on the CPU.
+that does not fit; softmax/argmax that do not fit on the device run on the host. The network runs under fp16 autocast on CUDA by default (as octopi), float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -327,12 +327,18 @@ def segment_volume(
                                    window_batch=window_batch, precision=precision, fast_options=fast_options)
     dev = torch.device(stats["device"])
     with torch.inference_mode():
-        probabilities = None
-        if mode == "compat" or return_probabilities:
-            probabilities = torch.softmax(logits, dim=0)  # octopi: softmax once, then argmax
-            label_map = torch.argmax(probabilities, dim=0).to(torch.uint8)
+        softmax = mode == "compat" or return_probabilities  # octopi: softmax once, then argmax
+        try:
+            label_map, probabilities = _labels(logits, softmax)
+        except torch.cuda.OutOfMemoryError:
+            pass
         else:
-            label_map = torch.argmax(logits, dim=0).to(torch.uint8)
+            logits = None
+        if logits is not None:  # out of the except block, so the failed attempt's tensors are freed first
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory on %s turning logits into labels: doing that on the host", dev)
+            stats["host_labels"] = True
+            label_map, probabilities = _labels(logits.cpu(), softmax)
         del logits
         label_map = label_map.to(dev)
     if dev.type == "cuda":
@@ -340,6 +346,14 @@ def segment_volume(
     stats["seconds"] = time.perf_counter() - t0
     log.debug("segmented %s in %.2fs: %s", tuple(label_map.shape), stats["seconds"], stats)
     return SegmentResult(label_map, probabilities if return_probabilities else None, stats)
+
+
+def _labels(logits: torch.Tensor, softmax: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(uint8 label map, class probabilities or None) from averaged logits, on the logits' device."""
+    if not softmax:
+        return torch.argmax(logits, dim=0).to(torch.uint8), None
+    probabilities = torch.softmax(logits, dim=0)
+    return torch.argmax(probabilities, dim=0).to(torch.uint8), probabilities
 
 
 def reference_logits(volume_zyx, ensemble, *, ntta: int = 4, overlap: float = 0.5, window_batch: int = 4,

@@ -247,3 +247,27 @@ def test_save_probabilities_roundtrip(tmp_path):
         assert ds.attrs["axes"] == "c,z,y,x" and '"b": 2' in ds.attrs["labels"]
         np.testing.assert_allclose(ds[...], probs.numpy(), atol=1e-3)
     assert not list(path.parent.glob("*.partial"))
+
+
+@pytest.mark.parametrize("mode", ["fast", "compat"])
+def test_out_of_memory_turning_logits_into_labels_finishes_on_the_host(monkeypatch, caplog, mode):
+    """An OOM in softmax/argmax (a second full-size tensor) steps down to the host instead of failing the run."""
+    from pipeline import segment
+
+    ens = tiny_unet_ensemble(seed=3)
+    vol = random_volume((14, 22, 19), seed=5)
+    want = segment.segment_volume(vol, ens, mode=mode, ntta=2, return_probabilities=True)
+    real, calls = segment._labels, []
+
+    def first_call_runs_out(logits, softmax):
+        calls.append(logits.device.type)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(logits, softmax)
+
+    monkeypatch.setattr(segment, "_labels", first_call_runs_out)
+    got = segment.segment_volume(vol, ens, mode=mode, ntta=2, return_probabilities=True)
+    assert len(calls) == 2 and got.stats["host_labels"]
+    assert "doing that on the host" in caplog.text
+    assert torch.equal(got.label_map, want.label_map)
+    torch.testing.assert_close(got.probabilities, want.probabilities, rtol=0, atol=0)
