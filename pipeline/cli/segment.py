@@ -46,7 +46,8 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=("fast", "compat"), default="fast",
                    help="fast (default) or compat (octopi 1.7's windows and blending)")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="network precision: auto = fp16 autocast on CUDA (as octopi), fp32 on the CPU")
+                   help="network precision: auto = fp16 autocast on CUDA (as octopi), fp32 on the CPU; fp32 on "
+                        "CUDA keeps PyTorch's default of TF32 convolutions on Ampere and newer GPUs")
     p.add_argument("--save-probabilities", default=None, metavar="FOLDER",
                    help="also write per-class probabilities to FOLDER/<run>.h5 (float16, gzip; for napari/Python)")
 
