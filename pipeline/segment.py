@@ -15,7 +15,8 @@ Two modes, one code path for every device (spec section 3):
 
 On CUDA the tomogram, the logits and the label map stay on the device; the label map comes back as a device
 tensor. When CUDA runs out of memory we stitch on the host instead (logged once) and fail with advice if even
-that does not fit; softmax/argmax that do not fit on the device run on the host. The network runs under fp16 autocast on CUDA by default (as octopi), float32 on the CPU.
+that does not fit; softmax/argmax that do not fit on the device run on the host. The network runs under fp16
+autocast on CUDA by default (as octopi), float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class FastOptions:
     ``max_window``: largest window side in voxels (None: dim_in); ``margin``: least overlap between neighbouring
     windows in voxels (windows spread evenly, so most overlap more); ``sigma_scale``: Gaussian sigma as a fraction
     of the window side; ``channels_last``: run the networks in channels-last-3d memory format (None: on the CPU,
-    where oneDNN's convolutions with few channels run ~2x faster that way; not on CUDA, unmeasured there);
+    where fast mode ran 1.1-1.3x quicker that way in benchmarks/RESULTS.md; not on CUDA, unmeasured there);
     ``compile``: ``torch.compile``.
     """
 
@@ -119,8 +120,8 @@ class ChannelsLastInstanceNorm3d(torch.nn.Module):
 
     torch's own instance norm turns a channels-last input into a standard one (and is slower on it: 26 ms
     against this one's 19.5 ms for (8, 32, 32, 32, 32) on 2 CPU cores), which would cost two layout conversions
-    around every convolution. Same statistics (biased variance, ``eps``),
-    computed on a (batch, voxels, channels) view; equal to torch's within float32 rounding.
+    around every convolution. Same statistics (biased variance, ``eps``), computed on a (batch, voxels, channels)
+    view; equal to torch's within float32 rounding.
     """
 
     def __init__(self, norm: torch.nn.InstanceNorm3d):
@@ -165,7 +166,9 @@ def _prepare_models(ensemble, device: torch.device, options: FastOptions | None)
         if options is not None and options.use_channels_last(device):
             # a copy: compat mode and the caller keep the model as loaded
             copies = _channels_last_copies.setdefault(m, {})
-            m = copies[device] if device in copies else copies.setdefault(device, channels_last_network(m))
+            if device not in copies:
+                copies[device] = channels_last_network(m)
+            m = copies[device]
         if options is not None and options.compile:
             m = torch.compile(m)
         models.append(m)
