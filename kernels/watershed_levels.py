@@ -30,8 +30,11 @@ from kernels._index import unravel
 UNSET = np.int32(2**31 - 1)  # stamp of a voxel not labelled yet
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _consider(j, d, t, level, label, stamp, prio, age, best, best_prio, best_age, best_dir):
+def _consider_source(j, d, t, level, label, stamp, prio, age, best, best_prio, best_age, best_dir):
+    """Neighbour ``j`` (reached in direction ``d``) against the best so far: the one the heap pops first wins.
+
+    Compiled twice from this one source: ``_consider`` for the CPU sweep, ``_consider_cuda`` for the CUDA one.
+    """
     if stamp[j] >= t or label[j] == 0:
         return best, best_prio, best_age, best_dir
     pj = prio[j]
@@ -41,6 +44,10 @@ def _consider(j, d, t, level, label, stamp, prio, age, best, best_prio, best_age
     if best < 0 or pj < best_prio or (pj == best_prio and aj < best_age):
         return j, pj, aj, d
     return best, best_prio, best_age, best_dir
+
+
+_consider = njit(cache=True, nogil=True, inline="always")(_consider_source)
+_consider_cuda = cuda.jit(device=True, inline=True)(_consider_source)
 
 
 @njit(cache=True, nogil=True)
@@ -122,19 +129,6 @@ def flood_levels_cpu(key: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> 
                 break
         fg = fg[label[fg] == 0]  # labelled voxels never change again
     return label.reshape(shape)
-
-
-@cuda.jit(device=True, inline=True)
-def _consider_cuda(j, d, t, level, label, stamp, prio, age, best, best_prio, best_age, best_dir):
-    if stamp[j] >= t or label[j] == 0:
-        return best, best_prio, best_age, best_dir
-    pj = prio[j]
-    if pj > level:
-        return best, best_prio, best_age, best_dir
-    aj = age[j]
-    if best < 0 or pj < best_prio or (pj == best_prio and aj < best_age):
-        return j, pj, aj, d
-    return best, best_prio, best_age, best_dir
 
 
 @cuda.jit

@@ -14,14 +14,11 @@ import pytest
 from scipy.spatial import cKDTree
 
 from pipeline.localize import gpu, localize
-from pipeline.localize.common import finalize, size_window
 from tests.localize_sim.volumes import OBJECTS, VOXEL_SIZE, ball, random_case, spheres
 
 
-def gpu_twin(label_map, method="watershed", filter_size=10):
-    tasks = [(o.name, o.label, size_window(o, VOXEL_SIZE, 0.5, 1.0)) for o in OBJECTS]
-    shape, found = gpu.candidates_all(label_map, tasks, method, filter_size, ops=gpu.host_ops("cpu"))
-    return {name: finalize(found[name][0], found[name][1], shape, w) for name, _, w in tasks}
+def gpu_twin(label_map, method="watershed"):
+    return localize(label_map, OBJECTS, VOXEL_SIZE, method=method, ops=gpu.host_ops("cpu"))
 
 
 def compare(label_maps, method="watershed"):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.localize.methods import get_method
 from pipeline.objects import ParticleObject
 
-METHODS = ("watershed", "com")
 BACKENDS = ("auto", "reference", "cpu", "gpu")
 BORDER_FRACTION = 0.005  # octopi: drop picks closer than 0.5% of that axis' length to the volume border
 
@@ -37,6 +38,16 @@ class Picks:
         return int(self.centers_zyx_vox.shape[0])
 
 
+class Candidates(NamedTuple):
+    """What a backend finds for one class: centres (N, 3) z, y, x voxels and region sizes (N,) in voxels."""
+
+    centers_zyx_vox: np.ndarray
+    sizes: np.ndarray
+
+
+NO_CANDIDATES = Candidates(np.empty((0, 3)), np.empty(0))
+
+
 @dataclass(frozen=True)
 class SizeWindow:
     """Radii (voxels) and region-size bounds (voxels) of one object: ``V = 4/3 pi r^3``."""
@@ -54,6 +65,14 @@ class SizeWindow:
         return (sizes >= self.v_min) & (sizes <= self.v_max)
 
 
+class Task(NamedTuple):
+    """One object class to localize: its name, its label (class id or probability channel) and size window."""
+
+    name: str
+    label: int
+    window: SizeWindow
+
+
 def sphere_volume(radius_vox: float) -> float:
     return 4.0 / 3.0 * math.pi * radius_vox**3
 
@@ -66,8 +85,7 @@ def size_window(obj: ParticleObject, voxel_size: float, radius_min_scale: float,
 
 def check_parameters(method: str, filter_size, radius_min_scale, radius_max_scale, voxel_size, backend: str) -> None:
     """Refuse bad parameters before any work, naming the parameter, the value and what is expected."""
-    if method not in METHODS:
-        raise ConfigError(f"localization method {method!r}: expected one of {', '.join(METHODS)}")
+    get_method(method)
     if backend not in BACKENDS:
         raise ConfigError(f"localization backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if method == "watershed" and (

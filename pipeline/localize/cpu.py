@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipeline.localize.common import SizeWindow
+from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow
+from pipeline.localize.methods import Method, backend_function
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _coords(flat_index: np.ndarray, shape_zyx) -> np.ndarray:
     return np.stack(np.unravel_index(flat_index, shape_zyx), axis=1).astype(np.float64)
 
 
-def candidates_watershed(shape_zyx, components, label: int, filter_size: int, window: SizeWindow):
+def candidates_watershed(shape_zyx, components, label: int, window: SizeWindow, settings) -> Candidates:
     """Candidate centres (N, 3) and region sizes (N,) of one class from the scan's components."""
     from kernels.edt import edt_components
     from kernels.opened import opened_components
@@ -46,65 +47,67 @@ def candidates_watershed(shape_zyx, components, label: int, filter_size: int, wi
     comp_value, comp_start, comp_bbox, voxels = components
     ids = np.flatnonzero(comp_value == label)
     if ids.size == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     class_box = np.concatenate([comp_bbox[ids, :3].min(axis=0), comp_bbox[ids, 3:].max(axis=0)])
     crops = opened_components(shape_zyx, voxels, comp_start, comp_bbox, ids)
     if crops["ovox"].size == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     dist_vox = edt_components(shape_zyx, class_box, crops)
-    marker_vox, n_markers = marker_components(shape_zyx, class_box, filter_size, crops, dist_vox)
+    marker_vox, n_markers = marker_components(shape_zyx, class_box, int(settings.filter_size), crops, dist_vox)
     if n_markers == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     region = watershed_heap(-dist_vox.astype(np.float64), marker_vox, crops["ovox"], crops)
     return region_centroids(region, n_markers, crops["ovox"], shape_zyx, window, strict=False)
 
 
-def candidates_com(shape_zyx, components, label: int, window: SizeWindow):
+def candidates_com(shape_zyx, components, label: int, window: SizeWindow, settings) -> Candidates:
     comp_value, comp_start, _, voxels = components
     ids = np.flatnonzero(comp_value == label)
     if ids.size == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     sizes = (comp_start[ids + 1] - comp_start[ids]).astype(np.float64)
     ids = ids[window.keeps(sizes, strict=True)]
     if ids.size == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     counts = comp_start[ids + 1] - comp_start[ids]
     member = np.repeat(np.arange(ids.size), counts)
     flat = np.concatenate([voxels[comp_start[i] : comp_start[i + 1]] for i in ids])
     coords = _coords(flat, shape_zyx)
     centers = np.stack([np.bincount(member, weights=coords[:, a], minlength=ids.size) for a in range(3)], axis=1)
-    return centers / counts[:, None], counts.astype(np.float64)
+    return Candidates(centers / counts[:, None], counts.astype(np.float64))
 
 
-def region_centroids(region_vox, n_regions, flat_index, shape_zyx, window: SizeWindow, strict: bool):
+def region_centroids(region_vox, n_regions, flat_index, shape_zyx, window: SizeWindow, strict: bool) -> Candidates:
     """Sizes and unweighted centroids of regions 1..n given per-voxel region ids; keep those in the window."""
     sizes = np.bincount(region_vox, minlength=n_regions + 1)[1:].astype(np.float64)
     keep = window.keeps(sizes, strict)
     if not keep.any():
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     coords = _coords(flat_index, shape_zyx)
     sums = np.stack(
         [np.bincount(region_vox, weights=coords[:, a], minlength=n_regions + 1)[1:] for a in range(3)], axis=1
     )
-    return sums[keep] / sizes[keep, None], sizes[keep]
+    return Candidates(sums[keep] / sizes[keep, None], sizes[keep])
 
 
-def candidates_all(label_map: np.ndarray, tasks, method: str, filter_size: int, n_procs: int):
-    """``tasks``: list of (key, label, SizeWindow) -> {key: (centres, sizes)}; classes spread over threads."""
-    shape = label_map.shape
-    components = scan(label_map, [label for _, label, _ in tasks])
+_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com}
+
+
+def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None) -> dict[str, Candidates]:
+    """``tasks``: Task(name, label, window) -> {name: Candidates}; classes spread over ``settings.n_procs``
+    threads. ``volume``: a host uint8 label map (z, y, x). ``ops`` is the gpu backend's; unused here."""
+    find = backend_function(_CANDIDATES, method, "cpu")
+    shape = volume.shape
+    components = scan(volume, [t.label for t in tasks])
     comp_value, comp_start = components[0], components[1]
     sizes = np.bincount(comp_value, weights=np.diff(comp_start), minlength=256) if comp_value.size else np.zeros(256)
 
     def one(task):
-        key, label, window = task
-        if method == "watershed":
-            return key, candidates_watershed(shape, components, label, filter_size, window)
-        return key, candidates_com(shape, components, label, window)
+        return task.name, find(shape, components, task.label, task.window, settings)
 
     # biggest classes first, so the last one to finish is a small one
-    ordered = sorted(tasks, key=lambda t: -sizes[t[1]])
-    workers = max(1, min(int(n_procs), len(ordered)))
+    ordered = sorted(tasks, key=lambda t: -sizes[t.label])
+    workers = max(1, min(int(settings.n_procs), len(ordered)))
     if workers == 1:
         return dict(one(t) for t in ordered)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localize") as pool:

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.localize.common import SizeWindow
+from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow
+from pipeline.localize.methods import Method, backend_function
 
 log = logging.getLogger(__name__)
 
@@ -164,51 +165,51 @@ def _bbox(mask, ops: DeviceOps):
     return tuple(int(v) for v in box)
 
 
-def _centroids_from_stats(stats_host: np.ndarray, offset, window: SizeWindow, strict: bool):
+def _centroids_from_stats(stats_host: np.ndarray, offset, window: SizeWindow, strict: bool) -> Candidates:
     sizes = stats_host[1:, 0]
     keep = window.keeps(sizes, strict)
     if not keep.any():
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     centers = stats_host[1:, 1:][keep] / sizes[keep, None] + np.asarray(offset, np.float64)
-    return centers, sizes[keep].astype(np.float64)
+    return Candidates(centers, sizes[keep].astype(np.float64))
 
 
-def candidates_watershed(label_map, label: int, filter_size: int, window: SizeWindow, ops: DeviceOps):
+def candidates_watershed(label_map, label: int, window: SizeWindow, settings, ops: DeviceOps) -> Candidates:
     """Candidate centres and region sizes of one class, from a device label map."""
     xp, ndi = ops.xp, ops.ndi
     mask = label_map == label
     box = _bbox(mask, ops)
     if box is None:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     crop = mask[box[0] : box[3], box[1] : box[4], box[2] : box[5]]
     del mask
     cross = _cross(xp)
     opened = ndi.binary_opening(crop, structure=cross)
     del crop
     if not bool(opened.any()):  # host sync
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     edt = ops.edt(opened)
     sq = xp.rint(edt.astype(xp.float64) ** 2).astype(xp.int32)
     del edt
     dist = xp.sqrt(sq.astype(xp.float64)).astype(xp.float32)
-    local_max = (dist == ndi.maximum_filter(dist, size=filter_size, mode="reflect")) & opened
+    local_max = (dist == ndi.maximum_filter(dist, size=int(settings.filter_size), mode="reflect")) & opened
     del dist
     markers, n_markers = ndi.label(local_max, structure=cross)
     n_markers = int(n_markers)  # host sync (CuPy returns a host int)
     del local_max
     if n_markers == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     regions = ops.flood(-sq, markers.astype(xp.int32, copy=False), opened)
     del sq, markers, opened
     stats = ops.stats(regions, n_markers)
     return _centroids_from_stats(ops.to_host(stats), box[:3], window, strict=False)
 
 
-def candidates_com(label_map, label: int, window: SizeWindow, ops: DeviceOps):
+def candidates_com(label_map, label: int, window: SizeWindow, settings, ops: DeviceOps) -> Candidates:
     components, n = ops.ndi.label(label_map == label, structure=_cross(ops.xp))
     n = int(n)  # host sync
     if n == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     stats = ops.stats(components.astype(ops.xp.int32, copy=False), n)
     return _centroids_from_stats(ops.to_host(stats), (0, 0, 0), window, strict=True)
 
@@ -224,31 +225,35 @@ def _out_of_memory_types():
     return tuple(types)
 
 
-def candidates_all(label_map, tasks, method: str, filter_size: int, ops: DeviceOps | None = None):
-    """``tasks``: (name, label, SizeWindow) -> (shape, {name: (centres, sizes)}); classes one after another."""
+_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com}
+
+
+def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | None = None) -> dict[str, Candidates]:
+    """``tasks``: Task(name, label, window) -> {name: Candidates}, classes one after another on the device.
+
+    ``volume``: a uint8 label map (z, y, x) as a CUDA torch tensor or CuPy array (a host array is uploaded
+    once). ``ops``: the array backend, CuPy's by default (tests pass ``host_ops()``).
+    """
+    find = backend_function(_CANDIDATES, method, "gpu")
     ops = ops or cupy_ops()
-    with on_device_of(label_map, ops):
-        device_map = as_device_array(label_map, ops)
-        shape = tuple(int(s) for s in device_map.shape)
+    with on_device_of(volume, ops):
+        device_map = as_device_array(volume, ops)
         found = {}
         oom = _out_of_memory_types()
         host = None
-        for name, label, window in tasks:
+        for task in tasks:
             try:
-                if method == "watershed":
-                    found[name] = candidates_watershed(device_map, label, filter_size, window, ops)
-                else:
-                    found[name] = candidates_com(device_map, label, window, ops)
+                found[task.name] = find(device_map, task.label, task.window, settings, ops)
                 continue
             except oom:
-                log.warning("localize: GPU out of memory on %s; finishing it on the CPU", name)
+                log.warning("localize: GPU out of memory on %s; finishing it on the CPU", task.name)
             # the one fallback of this stage: this class on the CPU (one host copy of the label map). Out of the
             # except block, so the failed attempt's arrays are gone before the pool is emptied.
             ops.release()
             from pipeline.localize import cpu
 
             host = ops.to_host(device_map) if host is None else host
-            found.update(cpu.candidates_all(host, [(name, label, window)], method, filter_size, 1))
+            found.update(cpu.candidates_all(host, [task], method, settings))
         del device_map
         ops.release()  # the pool's blocks back to the driver: torch segments the next tomogram in them
-    return shape, found
+    return found

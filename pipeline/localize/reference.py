@@ -18,39 +18,40 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.localize.common import SizeWindow
+from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow
+from pipeline.localize.methods import Method, backend_function
 
 CROSS = ndi.generate_binary_structure(3, 1)
 
 
-def candidates_watershed(label_map: np.ndarray, label: int, filter_size: int, window: SizeWindow):
+def candidates_watershed(label_map: np.ndarray, label: int, window: SizeWindow, settings) -> Candidates:
     """Candidate centres (N, 3) zyx voxels and region sizes (N,) of one class, before merge / border rules."""
     mask = label_map == label
     slices = ndi.find_objects(mask.view(np.uint8))
     if not slices or slices[0] is None:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     crop = slices[0]
     offset = np.array([s.start for s in crop], dtype=np.float64)
     opened = ndi.binary_opening(mask[crop], structure=CROSS)
     del mask
     if not opened.any():
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     dist = ndi.distance_transform_edt(opened).astype(np.float32)
-    local_max = (dist == ndi.maximum_filter(dist, size=filter_size)) & opened
+    local_max = (dist == ndi.maximum_filter(dist, size=int(settings.filter_size))) & opened
     markers, n_markers = ndi.label(local_max, structure=CROSS)
     if n_markers == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     from skimage.segmentation import watershed
 
     regions = watershed(-dist, markers=markers, mask=opened, connectivity=1)
     return _region_centroids(regions, n_markers, offset, window, strict=False)
 
 
-def candidates_com(label_map: np.ndarray, label: int, window: SizeWindow):
+def candidates_com(label_map: np.ndarray, label: int, window: SizeWindow, settings) -> Candidates:
     """Candidate centres and sizes of one class by connected components (sizes strictly inside the window)."""
     components, n = ndi.label(label_map == label, structure=CROSS)
     if n == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     return _region_centroids(components, n, np.zeros(3), window, strict=True)
 
 
@@ -62,12 +63,16 @@ def _region_centroids(regions: np.ndarray, n_regions: int, offset: np.ndarray, w
         keep = (sizes >= window.v_min) & (sizes <= window.v_max)
     index = np.flatnonzero(keep) + 1
     if index.size == 0:
-        return np.empty((0, 3)), np.empty(0)
+        return NO_CANDIDATES
     centers = np.asarray(ndi.center_of_mass(np.ones(regions.shape, np.float32), regions, index), np.float64)
-    return centers.reshape(-1, 3) + offset, sizes[keep].astype(np.float64)
+    return Candidates(centers.reshape(-1, 3) + offset, sizes[keep].astype(np.float64))
 
 
-def candidates(label_map: np.ndarray, label: int, method: str, filter_size: int, window: SizeWindow):
-    if method == "watershed":
-        return candidates_watershed(label_map, label, filter_size, window)
-    return candidates_com(label_map, label, window)
+_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com}
+
+
+def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None) -> dict[str, Candidates]:
+    """``tasks``: Task(name, label, window) -> {name: Candidates}, one class after another on whole-volume
+    arrays. ``volume``: a host uint8 label map (z, y, x). ``ops`` is the gpu backend's; unused here."""
+    find = backend_function(_CANDIDATES, method, "reference")
+    return {t.name: find(volume, t.label, t.window, settings) for t in tasks}

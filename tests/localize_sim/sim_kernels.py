@@ -20,7 +20,6 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":  # pragma: no cover - guarded 
 from kernels.region_stats import region_stats_cpu, region_stats_cuda  # noqa: E402
 from kernels.watershed_levels import flood_levels_cpu, flood_levels_cuda  # noqa: E402
 from pipeline.localize import gpu, localize  # noqa: E402
-from pipeline.localize.common import finalize, size_window  # noqa: E402
 from tests.localize_sim.volumes import OBJECTS, VOXEL_SIZE, ball, blobs, spheres  # noqa: E402
 
 CROSS = ndi.generate_binary_structure(3, 1)
@@ -62,10 +61,8 @@ def test_region_stats_cuda_equals_cpu_twin(seed):
     np.testing.assert_array_equal(got[1:, 0], np.bincount(labels.ravel(), minlength=6)[1:])
 
 
-def _gpu_path_on_host(label_map, method="watershed", filter_size=10):
-    tasks = [(o.name, o.label, size_window(o, VOXEL_SIZE, 0.5, 1.0)) for o in OBJECTS]
-    shape, found = gpu.candidates_all(label_map, tasks, method, filter_size, ops=gpu.host_ops())
-    return {name: finalize(found[name][0], found[name][1], shape, w) for name, _, w in tasks}
+def _gpu_path_on_host(label_map, method="watershed"):
+    return localize(label_map, OBJECTS, VOXEL_SIZE, method=method, ops=gpu.host_ops())
 
 
 @pytest.mark.parametrize("method", ["watershed", "com"])
