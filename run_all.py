@@ -1,7 +1,7 @@
 """tomopick's main job: ``python run_all.py configs/x.yaml`` runs segment -> localize -> (evaluate) on every run.
 
 Loads the YAML run config (schema and defaults: pipeline/config.py), sets up logging and hands over to the
-streaming driver (pipeline/stream.py). ``tomopick run CONFIG`` does the same.
+streaming driver (pipeline/run/). ``tomopick run CONFIG`` does the same.
 """
 
 import argparse

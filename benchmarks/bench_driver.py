@@ -38,8 +38,9 @@ def main() -> int:
     from pipeline.config import config_from_dict
     from pipeline.device import resolve_device
     from pipeline.models import load_ensemble
+    from pipeline.run import run_pipeline, throughput_summary
+    from pipeline.run.select import prepare_project
     from pipeline.segment import segment_volume
-    from pipeline.stream import run_pipeline, throughput_summary
 
     shape = [int(s) for s in args.shape.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_driver_"))
@@ -56,7 +57,6 @@ def main() -> int:
     device = resolve_device(cfg.device)
 
     # 1. the driver, end to end (makes the project first if needed, outside the timing)
-    from pipeline.stream import prepare_project
 
     prepare_project(cfg)
     t0 = time.perf_counter()

@@ -138,8 +138,8 @@ def bench_io(n_runs: int, n_picks: int, seed: int) -> None:
         root = copick_io.open_project(config)  # fresh root: no cached picks
         t0 = time.perf_counter()
         result = evaluate_project(
-            root, objects, None, gt_user_id="data-portal", gt_session_id="0", pred_user_id="octopi",
-            pred_session_id="1", voxel_size=VOXEL_SIZE,
+            root, objects, None, ground_truth_user_id="data-portal", ground_truth_session_id="0", pick_user_id="octopi",
+            pick_session_id="1", voxel_size=VOXEL_SIZE,
         )  # fmt: skip
         t_eval = time.perf_counter() - t0
         t_math = score_picks(picks, objects, VOXEL_SIZE).seconds

@@ -1,7 +1,10 @@
 """The run config schema (``python run_all.py configs/x.yaml``): dataclasses, the ONLY place defaults live.
 
-Relative paths in a YAML file are resolved against the folder of that file, so a config works from any
-working directory. Validation errors name the file, the key, the value received and what to do.
+Every entry point builds a ``RunConfig``: ``run_all.py`` / ``tomopick run`` from a YAML file, ``tomopick
+segment`` / ``localize`` / ``evaluate`` from their flags (which default to None and are laid over these
+dataclasses by ``config_from_dict``). Relative paths in a YAML file are resolved against the folder of that
+file, so a config works from any working directory. Validation errors name the file, the key, the value
+received and what to do.
 """
 
 from __future__ import annotations
@@ -14,20 +17,25 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ConfigError
-from pipeline.selectors import SelectorError, parse_run_ids, parse_seg_info
+from pipeline.errors import ConfigError, SelectorError
+from pipeline.selectors import parse_run_ids, parse_seg_info
+
+STAGES = ("segment", "localize")  # in the order a run goes through them
+DEFAULT_SEGMENTATION = "predict,octopi,1"  # octopi's --seg-info: what segment writes and localize reads
+MAX_NTTA = 8  # octopi's eight test-time transforms
 
 
 @dataclass
 class SyntheticConfig:
-    """Make a synthetic project at ``out`` when it does not exist yet (the demo)."""
+    """Make a synthetic project at ``out`` when it does not exist yet (the demo; ``tomopick synth``)."""
 
     out: str = "demo_output/project"
     runs: int = 2
-    shape: list = field(default_factory=lambda: [64, 128, 128])
+    shape: list = field(default_factory=lambda: [96, 128, 128])
     seed: int = 0
     snr: float = 2.0
     density: float = 1.0
+    write_label_map: bool = True  # the ground-truth label map as segmentation targets:data-portal/0
 
 
 @dataclass
@@ -39,42 +47,54 @@ class ModelConfig:
 @dataclass
 class SegmentConfig:
     mode: str = "fast"  # fast | compat
-    ntta: int = 4
-    overlap: float = 0.5
-    window_batch: int = 4
+    ntta: int = 4  # octopi's test-time transforms, 1..8
+    overlap: float = 0.5  # MONAI's sliding-window overlap (compat mode)
+    window_batch: int = 4  # network inputs per forward pass (octopi's sliding-window batch size)
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
-    write_segmentation: str | None = "predict,octopi,1"  # NAME,USER_ID,SESSION_ID, or null to not write it
+    write_segmentation: str | None = DEFAULT_SEGMENTATION  # NAME,USER_ID,SESSION_ID, or null to not write it
     save_probabilities: str | None = None  # folder for per-run HDF5 probabilities
 
 
 @dataclass
 class LocalizeConfig:
-    method: str = "watershed"  # watershed | com
+    method: str = "watershed"  # a method of pipeline/localize/methods.py: watershed | com
     filter_size: int = 10
     radius_min_scale: float = 0.5
     radius_max_scale: float = 1.0
-    pick_objects: list | None = None
+    pick_objects: list | None = None  # null: every particle object the segmentation has
     pick_user_id: str = "octopi"
     pick_session_id: str = "1"
-    n_procs: int = 8
+    n_procs: int = 8  # CPU worker threads (classes in parallel)
+    segmentation: str = DEFAULT_SEGMENTATION  # NAME,USER_ID,SESSION_ID read when the segment stage is off
 
 
 @dataclass
 class EvaluateConfig:
     ground_truth_user_id: str = "data-portal"
-    ground_truth_session_id: str = "0"
+    ground_truth_session_id: str | None = None  # null: any session of that user (as octopi)
     metric: str = "octopi"  # octopi | czii
     distance_threshold_scale: float | None = None  # 0.8 (octopi) / 0.5 (czii) when null
     beta: float = 4.0
-    save_path: str = "scores"  # relative to output.dir
+    save_path: str = "scores"  # relative to output.dir (run_all) or the working directory (tomopick evaluate)
+    object_names: list | None = None  # null: the objects picked (run_all) / every particle object (evaluate)
 
 
 @dataclass
 class OutputConfig:
     dir: str | None = None  # reports, manifest and scores; default <overlay_root>/tomopick
     report: str = "throughput.json"  # relative to dir
-    overwrite: bool = False
+    overwrite: bool = False  # redo runs that are done (and replace their outputs)
     on_error: str = "raise"  # raise | skip
+
+
+@dataclass
+class ShowConfig:
+    """``tomopick show`` (not a run-config block)."""
+
+    z: list | None = None  # z slices; null: chosen through the picks
+    num_slices: int = 3
+    slab: int = 1
+    output: str = "show"
 
 
 @dataclass
@@ -85,25 +105,44 @@ class RunConfig:
     tomo_alg: str = "wbp"
     run_ids: list | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    stages: list = field(default_factory=lambda: list(STAGES))  # segment and/or localize
+    read_ahead: int = 1  # runs read ahead of the one being processed
     model: ModelConfig = field(default_factory=ModelConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     evaluate: EvaluateConfig | None = None  # omit the block to skip evaluation
     output: OutputConfig = field(default_factory=OutputConfig)
     shard: str | None = None  # "K/N": this job takes runs K, K+N, ... (K from 0)
-    source: str = "<dict>"  # the YAML file this came from (not a YAML key)
+    source: str = "<dict>"  # the YAML file or command this came from (not a YAML key)
 
     def shard_index(self) -> tuple[int, int] | None:
         return parse_shard(self.shard, self.source) if self.shard else None
+
+    def has(self, stage: str) -> bool:
+        return stage in self.stages
 
 
 _CHOICES = {
     ("segment", "mode"): ("fast", "compat"),
     ("segment", "precision"): ("auto", "fp32", "fp16", "bf16"),
-    ("localize", "method"): ("watershed", "com"),
     ("evaluate", "metric"): ("octopi", "czii"),
     ("output", "on_error"): ("raise", "skip"),
 }
+
+
+def choices(section: str, key: str) -> tuple[str, ...]:
+    """The allowed values of a key (for the CLI's ``choices=``); localize methods come from their registry."""
+    if (section, key) == ("localize", "method"):
+        from pipeline.localize.methods import method_names
+
+        return method_names()
+    return _CHOICES[(section, key)]
+
+
+def default(cls, name: str):
+    """The default of field ``name`` of config dataclass ``cls`` (for the CLI's help texts)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def parse_shard(text, source: str = "config") -> tuple[int, int]:
@@ -155,6 +194,11 @@ def _describe(annotation) -> str:
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+def build(cls, data: dict, source: str, prefix: str = ""):
+    """One config dataclass from a mapping, every key and value checked (also for ``tomopick show|synth``)."""
+    return _build(cls, data, source, prefix)
+
+
 def _build(cls, data, source: str, prefix: str):
     if data is None:
         data = {}
@@ -183,9 +227,10 @@ def _build(cls, data, source: str, prefix: str):
             raise ConfigError(
                 f"{source}: '{where}' should be {_describe(hint)}, got {type(value).__name__} {value!r}"
             )
-        choices = _CHOICES.get((prefix, key))
-        if choices and conv not in choices:
-            raise ConfigError(f"{source}: '{where}' is {conv!r}; choose one of {', '.join(choices)}")
+        if (prefix, key) in _CHOICES or (prefix, key) == ("localize", "method"):
+            allowed = choices(prefix, key)
+            if conv not in allowed:
+                raise ConfigError(f"{source}: '{where}' is {conv!r}; choose one of {', '.join(allowed)}")
         kwargs[key] = conv
     return cls(**kwargs)
 
@@ -206,32 +251,63 @@ def _resolve(path: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None = None,
-                     check_files: bool = True) -> RunConfig:
-    """Build and validate a RunConfig; relative paths resolve against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    cfg = _build(RunConfig, data, source, "")
-    cfg.source = source
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
+def _check_segment(s: SegmentConfig, source: str) -> None:
+    if not 1 <= s.ntta <= MAX_NTTA:
+        raise ConfigError(f"{source}: 'segment.ntta' should be 1..{MAX_NTTA} (octopi's test-time transforms), "
+                          f"got {s.ntta}")
+    if not 0 <= s.overlap < 1:
+        raise ConfigError(f"{source}: 'segment.overlap' should be in [0, 1), got {s.overlap}")
+    if s.window_batch < 1:
+        raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
+    if s.write_segmentation is not None:
+        try:
+            parse_seg_info(s.write_segmentation)
+        except SelectorError as exc:
+            raise ConfigError(f"{source}: 'segment.write_segmentation': {exc}") from None
 
-    if "evaluate" in data and data["evaluate"] is None:
-        cfg.evaluate = EvaluateConfig()  # "evaluate:" with nothing under it = evaluate with defaults
 
-    if cfg.copick_config is None and cfg.synthetic is None:
-        raise ConfigError(f"{source}: give 'copick_config' (path to the project's JSON) or a 'synthetic' block")
-    cfg.copick_config = _resolve(cfg.copick_config, base)
-    if cfg.synthetic is not None:
-        cfg.synthetic.out = _resolve(cfg.synthetic.out, base)
-        if len(cfg.synthetic.shape) != 3 or not all(isinstance(s, int) and s >= 8 for s in cfg.synthetic.shape):
-            raise ConfigError(f"{source}: 'synthetic.shape' should be [z, y, x] integers >= 8, "
-                              f"got {cfg.synthetic.shape!r}")
-        if cfg.copick_config is None:
-            cfg.copick_config = str(Path(cfg.synthetic.out) / "config.json")
-    elif check_files and not Path(cfg.copick_config).is_file():
-        raise ConfigError(f"{source}: 'copick_config' file '{cfg.copick_config}' does not exist; fix the path")
+def _check_localize(loc: LocalizeConfig, source: str) -> None:
+    if loc.n_procs < 1:
+        raise ConfigError(f"{source}: 'localize.n_procs' should be >= 1, got {loc.n_procs}")
+    if loc.filter_size < 1:
+        raise ConfigError(f"{source}: 'localize.filter_size' should be >= 1, got {loc.filter_size}")
+    if not 0 <= loc.radius_min_scale <= loc.radius_max_scale:
+        raise ConfigError(
+            f"{source}: need 0 <= 'localize.radius_min_scale' <= 'localize.radius_max_scale', got "
+            f"{loc.radius_min_scale} and {loc.radius_max_scale}"
+        )
+    for key in ("pick_user_id", "pick_session_id"):
+        if not str(getattr(loc, key)).strip():
+            raise ConfigError(f"{source}: 'localize.{key}' is empty; give a copick user / session id")
+    try:
+        parse_seg_info(loc.segmentation)
+    except SelectorError as exc:
+        raise ConfigError(f"{source}: 'localize.segmentation': {exc}") from None
+    loc.pick_objects = parse_run_ids(loc.pick_objects)
 
-    # model lists: equal length, or one config for several weights
+
+def _check_evaluate(ev: EvaluateConfig, source: str) -> None:
+    if not ev.beta > 0:
+        raise ConfigError(f"{source}: 'evaluate.beta' should be > 0 (4 weighs recall as the challenge), got {ev.beta}")
+    dts = ev.distance_threshold_scale
+    if dts is not None and not dts > 0:
+        raise ConfigError(f"{source}: 'evaluate.distance_threshold_scale' should be > 0 (a fraction of the radius, "
+                          f"e.g. 0.8), got {dts}")
+    ev.object_names = parse_run_ids(ev.object_names)
+
+
+def _check_stages(cfg: RunConfig, source: str) -> None:
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"{source}: 'stages' has {unknown}; choose from {', '.join(STAGES)}")
+    if len(set(cfg.stages)) != len(cfg.stages):
+        raise ConfigError(f"{source}: 'stages' lists a stage twice: {cfg.stages}")
+    if not cfg.stages and cfg.evaluate is None:
+        raise ConfigError(f"{source}: no stage to run: 'stages' is empty and there is no 'evaluate' block")
+    cfg.stages = [s for s in STAGES if s in cfg.stages]  # always in pipeline order
+
+
+def _check_model(cfg: RunConfig, source: str, base: Path, check_files: bool) -> None:
     m = cfg.model
     if not m.weights:
         raise ConfigError(f"{source}: 'model.weights' is missing; give the .pth file(s) of the octopi model")
@@ -250,33 +326,45 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
                 if not Path(p).is_file():
                     raise ConfigError(f"{source}: '{key}' file '{p}' does not exist; fix the path")
 
+
+def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None = None,
+                     check_files: bool = True) -> RunConfig:
+    """Build and validate a RunConfig; relative paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    cfg = _build(RunConfig, data, source, "")
+    cfg.source = source
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    if "evaluate" in data and data["evaluate"] is None:
+        cfg.evaluate = EvaluateConfig()  # "evaluate:" with nothing under it = evaluate with defaults
+    _check_stages(cfg, source)
+
+    if cfg.copick_config is None and cfg.synthetic is None:
+        raise ConfigError(f"{source}: give 'copick_config' (path to the project's JSON) or a 'synthetic' block")
+    cfg.copick_config = _resolve(cfg.copick_config, base)
+    if cfg.synthetic is not None:
+        cfg.synthetic.out = _resolve(cfg.synthetic.out, base)
+        if len(cfg.synthetic.shape) != 3 or not all(isinstance(s, int) and s >= 8 for s in cfg.synthetic.shape):
+            raise ConfigError(f"{source}: 'synthetic.shape' should be [z, y, x] integers >= 8, "
+                              f"got {cfg.synthetic.shape!r}")
+        if cfg.copick_config is None:
+            cfg.copick_config = str(Path(cfg.synthetic.out) / "config.json")
+    elif check_files and not Path(cfg.copick_config).is_file():
+        raise ConfigError(f"{source}: 'copick_config' file '{cfg.copick_config}' does not exist; fix the path")
+
+    if cfg.has("segment"):
+        _check_model(cfg, source, base, check_files)
     if not cfg.voxel_size > 0:
         raise ConfigError(f"{source}: 'voxel_size' should be > 0 Angstrom, got {cfg.voxel_size!r}")
+    if cfg.read_ahead < 1:
+        raise ConfigError(f"{source}: 'read_ahead' should be >= 1 run, got {cfg.read_ahead}")
     cfg.run_ids = parse_run_ids(cfg.run_ids)
-    s = cfg.segment
-    if not 1 <= s.ntta <= 8:
-        raise ConfigError(f"{source}: 'segment.ntta' should be 1..8, got {s.ntta}")
-    if not 0 <= s.overlap < 1:
-        raise ConfigError(f"{source}: 'segment.overlap' should be in [0, 1), got {s.overlap}")
-    if s.window_batch < 1:
-        raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
-    if s.write_segmentation is not None:
-        try:
-            parse_seg_info(s.write_segmentation)
-        except SelectorError as exc:
-            raise ConfigError(f"{source}: 'segment.write_segmentation': {exc}") from None
-    s.save_probabilities = _resolve(s.save_probabilities, base)
-    loc = cfg.localize
-    if loc.n_procs < 1:
-        raise ConfigError(f"{source}: 'localize.n_procs' should be >= 1, got {loc.n_procs}")
-    if loc.filter_size < 1:
-        raise ConfigError(f"{source}: 'localize.filter_size' should be >= 1, got {loc.filter_size}")
-    if not 0 < loc.radius_min_scale <= loc.radius_max_scale:
-        raise ConfigError(
-            f"{source}: need 0 < 'localize.radius_min_scale' <= 'localize.radius_max_scale', got "
-            f"{loc.radius_min_scale} and {loc.radius_max_scale}"
-        )
-    loc.pick_objects = parse_run_ids(loc.pick_objects)
+    _check_segment(cfg.segment, source)
+    cfg.segment.save_probabilities = _resolve(cfg.segment.save_probabilities, base)
+    _check_localize(cfg.localize, source)
+    if cfg.evaluate is not None:
+        _check_evaluate(cfg.evaluate, source)
     cfg.output.dir = _resolve(cfg.output.dir, base)
     if cfg.shard:
         parse_shard(cfg.shard, source)
@@ -290,6 +378,22 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     return cfg
 
 
+def overlay(base: dict, **sections) -> dict:
+    """Lay values that are not None over a config dict: ``overlay(doc, segment={"ntta": args.ntta})``.
+
+    The CLI's flags default to None, so a flag not given leaves the config's value (and its one default here).
+    """
+    out = dict(base)
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            given = {k: v for k, v in value.items() if v is not None}
+            if given:  # an absent block stays absent: an empty 'evaluate' block would switch evaluation on
+                out[key] = {**(out.get(key) or {}), **given}
+        elif value is not None:
+            out[key] = value
+    return out
+
+
 def load_config(path, overrides: dict | None = None, check_files: bool = True) -> RunConfig:
     """Read and validate a run config YAML; ``overrides`` (e.g. from --shard) replace top-level keys."""
     path = Path(path)
@@ -301,12 +405,12 @@ def load_config(path, overrides: dict | None = None, check_files: bool = True) -
         raise ConfigError(f"run config '{path}': not valid YAML: {exc}") from None
     data = data or {}
     if isinstance(data, dict) and overrides:
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data = overlay(data, **overrides)
     return config_from_dict(data, source=str(path), base_dir=path.parent.resolve(), check_files=check_files)
 
 
 def config_to_dict(cfg: RunConfig) -> dict:
-    """The resolved config as plain data (for run_manifest.json)."""
+    """The resolved config as plain data (for run_manifest.json and worker processes)."""
     out = dataclasses.asdict(cfg)
     out.pop("source", None)
     return out

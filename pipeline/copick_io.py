@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from pipeline import atomic
 from pipeline.errors import ProjectError, RunError
 from pipeline.objects import ParticleObject
 from pipeline.selectors import SegSelector
@@ -202,6 +201,27 @@ def _select_runs(root, run_ids):
     return wanted, skipped
 
 
+def tomogram_inventory(root) -> dict[str, int]:
+    """``{"ALG@VOXEL_SIZE": number of runs that have it}`` over the whole project (for error messages)."""
+    found: dict[str, int] = {}
+    for run in root.runs:
+        for vs in run.voxel_spacings:
+            for tomo in vs.tomograms:
+                key = f"{tomo.tomo_type}@{float(vs.voxel_size):g}"
+                found[key] = found.get(key, 0) + 1
+    return dict(sorted(found.items()))
+
+
+def segmentation_inventory(root) -> dict[str, int]:
+    """``{"NAME:USER/SESSION@VOXEL_SIZE": number of runs that have it}`` over the project (multilabel only)."""
+    found: dict[str, int] = {}
+    for run in root.runs:
+        for seg in run.get_segmentations(is_multilabel=True):
+            key = f"{seg.name}:{seg.user_id}/{seg.session_id}@{float(seg.voxel_size):g}"
+            found[key] = found.get(key, 0) + 1
+    return dict(sorted(found.items()))
+
+
 def runs_with_tomogram(root, voxel_size: float, tomo_alg: str, run_ids=None) -> tuple[list[str], dict[str, str]]:
     """Runs that have tomogram ``tomo_alg@voxel_size``; the others map to the reason they were skipped."""
     candidates, skipped = _select_runs(root, run_ids)
@@ -349,9 +369,7 @@ def write_segmentation_log(root, seg: SegSelector, params: dict) -> Path:
 
 def write_overlay_log(root, filename: str, params: dict) -> Path:
     """Write a parameters YAML to ``<overlay_root>/logs/filename`` (atomically), as octopi keeps its logs."""
-    path = overlay_root(root) / "logs" / filename
-    _atomic_write_text(path, yaml.safe_dump(_plain(params), sort_keys=False))
-    return path
+    return atomic.write_text(overlay_root(root) / "logs" / filename, yaml.safe_dump(_plain(params), sort_keys=False))
 
 
 def read_segmentation_labels(root, seg: SegSelector) -> dict[str, int] | None:
@@ -414,23 +432,22 @@ def write_picks(
         raise
 
 
-def run_done_marker(root, run_id: str, user_id: str, session_id: str) -> Path:
-    """``<overlay_root>/logs/done-{user}_{session}/{run}.json``: written, atomically, after a run's last output.
+def run_done_marker(root, run_id: str, key: str) -> Path:
+    """``<overlay_root>/logs/done-{key}/{run}.json``: written, atomically, after a run's last output.
 
-    copick's ``new_picks`` stores an empty pick file before ``from_numpy`` fills it, so a process killed in
-    between leaves picks that look finished; the marker is what says they are.
+    ``key`` names the output it vouches for: ``{user}_{session}`` of the picks, or the segmentation of a
+    segment-only job. copick's ``new_picks`` stores an empty pick file before ``from_numpy`` fills it, so a
+    process killed in between leaves picks that look finished; the marker is what says they are.
     """
-    return overlay_root(root) / "logs" / f"done-{user_id}_{session_id}" / f"{run_id}.json"
+    return overlay_root(root) / "logs" / f"done-{key}" / f"{run_id}.json"
 
 
-def mark_run_done(root, run_id: str, user_id: str, session_id: str, info: dict) -> Path:
-    path = run_done_marker(root, run_id, user_id, session_id)
-    _atomic_write_text(path, json.dumps(_plain(info), indent=1))
-    return path
+def mark_run_done(root, run_id: str, key: str, info: dict) -> Path:
+    return atomic.write_text(run_done_marker(root, run_id, key), json.dumps(_plain(info), indent=1))
 
 
-def clear_run_done(root, run_id: str, user_id: str, session_id: str) -> None:
-    run_done_marker(root, run_id, user_id, session_id).unlink(missing_ok=True)
+def clear_run_done(root, run_id: str, key: str) -> None:
+    run_done_marker(root, run_id, key).unlink(missing_ok=True)
 
 
 def _find_picks(run, object_name: str, user_id: str, session_id: str):
@@ -486,17 +503,3 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write aside, then rename: readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

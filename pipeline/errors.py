@@ -1,4 +1,7 @@
-"""Error types for user-facing problems: each message says what, where, what was received and what to do."""
+"""Error types for user-facing problems: each message says what, where, what was received and what to do.
+
+Every error the user can fix derives from ``TomopickError``; the CLI prints it as one line and exits 2.
+"""
 
 
 class TomopickError(Exception):
@@ -23,3 +26,11 @@ class ModelError(TomopickError):
 
 class DeviceError(TomopickError):
     """A device asked for that this machine does not have."""
+
+
+class SelectorError(TomopickError, ValueError):
+    """A selector (URI or flag triple) that cannot be parsed or that contradicts another."""
+
+
+class RunFailed(TomopickError):
+    """A run failed and ``output.on_error`` is ``raise``, or a worker died: the job stops."""

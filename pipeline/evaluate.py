@@ -41,14 +41,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import EvaluateConfig, choices, default
 from pipeline.errors import ConfigError, ProjectError, RunError
 from pipeline.objects import ParticleObject
 
 log = logging.getLogger(__name__)
 
-METRICS = ("octopi", "czii")
+METRICS = choices("evaluate", "metric")
 DEFAULT_THRESHOLD_SCALE = {"octopi": 0.8, "czii": 0.5}
-DEFAULT_BETA = 4
+DEFAULT_BETA = default(EvaluateConfig, "beta")  # the one default lives in pipeline/config.py
+DEFAULT_METRIC = default(EvaluateConfig, "metric")
 
 # Per-run metric names, in octopi's order (summary_metrics keys).
 SUMMARY_KEYS = (
@@ -131,7 +133,7 @@ def score_object(
     pred_zyx,
     gt_zyx,
     radius_vox: float,
-    metric: str = "octopi",
+    metric: str = DEFAULT_METRIC,
     threshold_scale: float | None = None,
 ) -> Counts:
     """TP/FP/FN of one object in one run. ``pred_zyx``, ``gt_zyx``: (N, 3) voxel coordinates; ``radius_vox``:
@@ -263,7 +265,7 @@ def score_picks(
     objects: Sequence[ParticleObject],
     voxel_size: float,
     *,
-    metric: str = "octopi",
+    metric: str = DEFAULT_METRIC,
     beta: float = DEFAULT_BETA,
     distance_threshold_scale: float | None = None,
 ) -> EvaluationResult:
@@ -330,12 +332,12 @@ def evaluate_project(
     objects: Sequence[ParticleObject],
     run_ids: Sequence[str] | None,
     *,
-    gt_user_id: str,
-    gt_session_id: str | None,
-    pred_user_id: str,
-    pred_session_id: str | None,
+    ground_truth_user_id: str,
+    ground_truth_session_id: str | None,
+    pick_user_id: str,
+    pick_session_id: str | None,
     voxel_size: float,
-    metric: str = "octopi",
+    metric: str = DEFAULT_METRIC,
     beta: float = DEFAULT_BETA,
     distance_threshold_scale: float | None = None,
     config_path: str | None = None,
@@ -377,8 +379,8 @@ def evaluate_project(
     for run_id in iterator:
         picks[run_id] = {}
         for obj in objects:
-            gt = read(run_id, obj.name, gt_user_id, gt_session_id)
-            pred = read(run_id, obj.name, pred_user_id, pred_session_id)
+            gt = read(run_id, obj.name, ground_truth_user_id, ground_truth_session_id)
+            pred = read(run_id, obj.name, pick_user_id, pick_session_id)
             n_gt += len(gt)
             n_pred += len(pred)
             picks[run_id][obj.name] = (pred, gt)
@@ -388,10 +390,10 @@ def evaluate_project(
     )
     result.input_params = {
         "copick_config": None if config_path is None else str(config_path),
-        "ground_truth_user_id": gt_user_id,
-        "ground_truth_session_id": gt_session_id,
-        "prediction_user_id": pred_user_id,
-        "predict_session_id": pred_session_id,
+        "ground_truth_user_id": ground_truth_user_id,
+        "ground_truth_session_id": ground_truth_session_id,
+        "prediction_user_id": pick_user_id,
+        "predict_session_id": pick_session_id,
     }
     result.requested_run_ids = list(run_ids) if run_ids else None
     result.seconds = time.perf_counter() - t0
@@ -468,16 +470,13 @@ def write_reports(result: EvaluationResult, save_path) -> list[Path]:
     precision, recall and F-beta) into ``save_path`` (created). Returns the paths written."""
     import yaml
 
-    from pipeline import plots
+    from pipeline import atomic, plots
 
     out_dir = Path(save_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    yaml_path = out_dir / AVERAGE_METRICS_FILE
-    with open(yaml_path, "w") as f:
-        yaml.safe_dump(average_metrics_document(result), f, indent=4, default_flow_style=False, sort_keys=False)
-    json_path = out_dir / METRICS_FILE
-    with open(json_path, "w") as f:
-        json.dump(metrics_document(result), f, indent=4)
+    yaml_path = atomic.write_text(out_dir / AVERAGE_METRICS_FILE, yaml.safe_dump(
+        average_metrics_document(result), indent=4, default_flow_style=False, sort_keys=False))
+    json_path = atomic.write_text(out_dir / METRICS_FILE, json.dumps(metrics_document(result), indent=4))
     png_path = plots.plot_scores(result, out_dir / PLOT_FILE)
     log.info("evaluation reports written to %s", out_dir)
     return [yaml_path, json_path, png_path]

@@ -254,7 +254,7 @@ def read_state_dict(weights_path: str | Path) -> dict:
     return obj
 
 
-def load_network(config: ModelConfig, weights_path: str | Path, device: str = "cpu"):
+def load_network(config: ModelConfig, weights_path: str | Path, *, device: str):
     """Build the network and load its weights strictly; every mismatch is reported by tensor name and shape."""
     network = build_network(config)
     state_dict = read_state_dict(weights_path)
@@ -334,7 +334,7 @@ def split_paths(value: str | Sequence[str] | None) -> list[str]:
 
 
 def load_ensemble(
-    config_paths: str | Sequence[str], weight_paths: str | Sequence[str], device: str = "cpu"
+    config_paths: str | Sequence[str], weight_paths: str | Sequence[str], *, device: str
 ) -> Ensemble:
     """Configs + weights (comma lists or lists; one config may serve several weights) -> Ensemble in eval mode."""
     configs_list, weights_list = split_paths(config_paths), split_paths(weight_paths)

@@ -13,6 +13,3 @@ class ParticleObject:
     label: int
     radius: float
     weight: float = 1.0
-
-    def radius_vox(self, voxel_size: float) -> float:
-        return self.radius / voxel_size

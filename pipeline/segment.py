@@ -33,7 +33,7 @@ import torch
 from pipeline import tiling
 from pipeline.device import resolve_device
 from pipeline.errors import ConfigError, DeviceError
-from pipeline.tta import effective_ntta, tta_transforms
+from pipeline.tta import tta_transforms
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def compute_logits(
         volume = normalize_volume(_as_tensor(volume_zyx, dev))
         out_devices = [dev] if dev.type == "cpu" else [dev, torch.device("cpu")]
         for attempt, out_device in enumerate(out_devices):
-            stats = {"mode": mode, "device": str(dev), "precision": precision, "ntta": effective_ntta(ntta),
+            stats = {"mode": mode, "device": str(dev), "precision": precision, "ntta": ntta,
                      "models": len(models), "windows": 0, "network_voxels": 0, "host_stitching": attempt > 0}
             try:
                 if mode == "compat":

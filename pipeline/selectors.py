@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.errors import SelectorError
 
-class SelectorError(ValueError):
-    """A selector (URI or flag triple) that cannot be parsed or that contradicts another."""
+__all__ = ["SelectorError", "TomoSelector", "SegSelector", "parse_tomo_uri", "parse_voxel_size", "parse_seg_uri",
+           "parse_seg_info", "resolve_tomo", "resolve_seg", "parse_run_ids"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,6 @@ class SegSelector:
         return f"{self.name},{self.user_id},{self.session_id}"
 
 
-DEFAULT_VOXEL_SIZE = 10.0
-DEFAULT_TOMO_ALG = "wbp"
-DEFAULT_SEG = SegSelector("predict", "octopi", "1")
-
-
 def parse_tomo_uri(uri: str) -> TomoSelector:
     """``wbp@10.0`` -> TomoSelector('wbp', 10.0)."""
     if not isinstance(uri, str) or uri.count("@") != 1:
@@ -62,14 +58,18 @@ def parse_voxel_size(value, where: str = "voxel size") -> float:
 
 
 def parse_seg_uri(uri: str) -> SegSelector:
-    """``name``, ``name:user_id`` or ``name:user_id/session_id`` (missing parts take octopi's defaults)."""
+    """``name``, ``name:user_id`` or ``name:user_id/session_id`` (missing parts: those of octopi's default
+    segmentation, ``pipeline.config.DEFAULT_SEGMENTATION``)."""
+    from pipeline.config import DEFAULT_SEGMENTATION
+
+    default = parse_seg_info(DEFAULT_SEGMENTATION)
     if not isinstance(uri, str) or not uri or "@" in uri or "," in uri:
         raise SelectorError(
             f"segmentation URI {uri!r}: expected 'NAME', 'NAME:USER_ID' or 'NAME:USER_ID/SESSION_ID', "
             "e.g. 'predict:octopi/1'"
         )
     name, _, rest = uri.partition(":")
-    user_id, session_id = DEFAULT_SEG.user_id, DEFAULT_SEG.session_id
+    user_id, session_id = default.user_id, default.session_id
     if rest:
         user_id, slash, sid = rest.partition("/")
         if slash:
@@ -88,11 +88,10 @@ def parse_seg_info(info: str) -> SegSelector:
 
 
 def resolve_tomo(voxel_size=None, tomo_alg=None, tomo_uri=None) -> TomoSelector:
-    """Combine ``--voxel-size/--tomo-alg`` and ``--tomo-uri``; refuse when both are given and disagree."""
-    flags = TomoSelector(
-        tomo_alg if tomo_alg is not None else DEFAULT_TOMO_ALG,
-        parse_voxel_size(voxel_size) if voxel_size is not None else DEFAULT_VOXEL_SIZE,
-    )
+    """Combine ``--voxel-size/--tomo-alg`` and ``--tomo-uri``; refuse when both are given and disagree.
+
+    Parts given by neither stay None (the run config's defaults apply)."""
+    flags = TomoSelector(tomo_alg, parse_voxel_size(voxel_size) if voxel_size is not None else None)
     if tomo_uri is None:
         return flags
     from_uri = parse_tomo_uri(tomo_uri)
@@ -107,8 +106,8 @@ def resolve_tomo(voxel_size=None, tomo_alg=None, tomo_uri=None) -> TomoSelector:
     return from_uri
 
 
-def resolve_seg(seg_info=None, seg_uri=None, default: SegSelector = DEFAULT_SEG) -> SegSelector:
-    """Combine ``--seg-info`` and ``--seg-uri``; refuse when both are given and disagree."""
+def resolve_seg(seg_info=None, seg_uri=None) -> SegSelector | None:
+    """Combine ``--seg-info`` and ``--seg-uri``; refuse when both are given and disagree; None when neither."""
     a = parse_seg_info(seg_info) if seg_info is not None else None
     b = parse_seg_uri(seg_uri) if seg_uri is not None else None
     if a is not None and b is not None and a != b:
@@ -116,7 +115,7 @@ def resolve_seg(seg_info=None, seg_uri=None, default: SegSelector = DEFAULT_SEG)
             f"--seg-info {seg_info!r} ({a.uri()}) disagrees with --seg-uri {seg_uri!r} ({b.uri()}); "
             "give one of them or make them agree"
         )
-    return a or b or default
+    return a or b
 
 
 def parse_run_ids(value) -> list[str] | None:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-MAX_TTA = 8
-
 
 @dataclass(frozen=True)
 class Transform:
@@ -54,14 +52,13 @@ OCTOPI_TRANSFORMS: tuple[Transform, ...] = (
     Transform("rot270_yx", rot90_k=3),
     Transform("flip_zyx", flip_axes=(0, 1, 2)),
 )
-
-
-def effective_ntta(ntta: int) -> int:
-    """octopi's rule: below 2 means 1, above 8 means 8."""
-    ntta = int(ntta)
-    return 1 if ntta < 2 else min(ntta, MAX_TTA)
+MAX_TTA = len(OCTOPI_TRANSFORMS)
 
 
 def tta_transforms(ntta: int) -> tuple[Transform, ...]:
-    """The first ``ntta`` of octopi's transforms (after ``effective_ntta``)."""
-    return OCTOPI_TRANSFORMS[: effective_ntta(ntta)]
+    """The first ``ntta`` of octopi's transforms; ``ntta`` outside 1..8 is refused (one policy everywhere)."""
+    if isinstance(ntta, bool) or not isinstance(ntta, int) or not 1 <= ntta <= MAX_TTA:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"ntta {ntta!r}: expected 1..{MAX_TTA} (the number of octopi's test-time transforms)")
+    return OCTOPI_TRANSFORMS[:ntta]

@@ -164,7 +164,7 @@ def evaluate(args) -> None:
     from pipeline.segment import segment_volume
 
     out = Path(args.out)
-    ens = load_ensemble(str(out / f"{args.name}.yaml"), str(out / f"{args.name}.pth"))
+    ens = load_ensemble(str(out / f"{args.name}.yaml"), str(out / f"{args.name}.pth"), device="cpu")
     objects = [ParticleObject(o["name"], o["label"], o["radius"], o["weight"]) for o in CZII_OBJECTS]
     totals = {mode: {o.name: ZERO for o in objects} for mode in args.modes}
     for seed in EVAL_SEEDS:

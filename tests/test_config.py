@@ -61,7 +61,7 @@ def test_one_config_for_several_weights(files):
     [
         (base(colour="red"), r"run.yaml: unknown key 'colour'; valid keys: .*copick_config"),
         (base(segment={"ntta": "four"}), r"'segment.ntta' should be int, got str 'four'"),
-        (base(segment={"ntta": 9}), r"'segment.ntta' should be 1..8, got 9"),
+        (base(segment={"ntta": 9}), r"'segment.ntta' should be 1..8 .*, got 9"),
         (base(segment={"mode": "turbo"}), r"'segment.mode' is 'turbo'; choose one of fast, compat"),
         (base(segment={"overlap": 1.5}), r"'segment.overlap' should be in \[0, 1\)"),
         (base(segment={"write_segmentation": "a,b"}), r"segment.write_segmentation.*NAME,USER_ID,SESSION_ID"),

@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "models" / "demo_unet.yaml"
 DEMO_WEIGHTS = REPO / "configs" / "models" / "demo_unet.pth"
 
-pytestmark = pytest.mark.skipif(not DEMO_WEIGHTS.is_file(), reason="demo model not trained yet")
 
 
 def make_cfg(project_config: Path, tmp_path: Path, **over):
@@ -44,7 +43,7 @@ def picks_of(config_path, run_id, user="octopi", session="1"):
 
 
 def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypatch):
-    from pipeline.stream import run_pipeline
+    from pipeline.run import run_pipeline
 
     cfg = make_cfg(synth_project, tmp_path)
     result = run_pipeline(cfg, progress=False)
@@ -57,7 +56,7 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
 
     rescored = evaluate_project(
         copick_io.open_project(synth_project), result.evaluation.objects, ["TS_7_0", "TS_7_1"],
-        gt_user_id="data-portal", gt_session_id="0", pred_user_id="octopi", pred_session_id="1", voxel_size=10.0)
+        ground_truth_user_id="data-portal", ground_truth_session_id="0", pick_user_id="octopi", pick_session_id="1", voxel_size=10.0)
     assert rescored.final_fbeta_score == result.evaluation.final_fbeta_score
     root = copick_io.open_project(synth_project)
     for run_id in ("TS_7_0", "TS_7_1"):
@@ -91,7 +90,7 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
     # a process killed while writing TS_7_1 (copick's new_picks stores an empty pick file before from_numpy
     # fills it) leaves no completion marker: that run is redone, the finished one is not
     finished = picks_of(synth_project, "TS_7_1")
-    marker = copick_io.run_done_marker(root, "TS_7_1", "octopi", "1")
+    marker = copick_io.run_done_marker(root, "TS_7_1", "octopi_1")
     assert json.loads(marker.read_text())["picks"] == {k: len(v) for k, v in finished.items()}
     marker.unlink()
     emptied = max(finished, key=lambda name: len(finished[name]))
@@ -109,7 +108,8 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
 
 @pytest.mark.parametrize("on_error", ["skip", "raise"])
 def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatch, on_error):
-    from pipeline import stream
+    from pipeline import run as driver
+    from pipeline.errors import RunFailed
 
     real_write_picks = copick_io.write_picks
 
@@ -121,10 +121,10 @@ def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatc
     monkeypatch.setattr(copick_io, "write_picks", flaky_write_picks)
     cfg = make_cfg(synth_project, tmp_path, output={"on_error": on_error}, run_ids=["TS_7_0", "TS_7_1"])
     if on_error == "raise":
-        with pytest.raises(stream.RunFailed, match="disk full"):
-            stream.run_pipeline(cfg, progress=False)
+        with pytest.raises(RunFailed, match="disk full"):
+            driver.run_pipeline(cfg, progress=False)
     else:
-        result = stream.run_pipeline(cfg, progress=False)
+        result = driver.run_pipeline(cfg, progress=False)
         assert [r.run_id for r in result.failed] == ["TS_7_1"]
         assert "disk full" in result.failed[0].error
         report = json.loads(result.report_path.read_text())
@@ -134,13 +134,13 @@ def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatc
     assert not copick_io.segmentation_exists(root, "TS_7_1", 10.0, SegSelector("predict", "octopi", "1"))
     for o in copick_io.particle_objects(root):
         assert not copick_io.picks_exist(root, "TS_7_1", o.name, "octopi", "1")
-    assert not copick_io.run_done_marker(root, "TS_7_1", "octopi", "1").exists()
+    assert not copick_io.run_done_marker(root, "TS_7_1", "octopi_1").exists()
     if on_error == "skip":
         assert copick_io.segmentation_exists(root, "TS_7_0", 10.0, SegSelector("predict", "octopi", "1"))
 
 
 def test_shards_split_runs(synth_project, tmp_path):
-    from pipeline.stream import run_pipeline
+    from pipeline.run import run_pipeline
 
     result = run_pipeline(make_cfg(synth_project, tmp_path, shard="1/2", evaluate=None), progress=False)
     assert [r.run_id for r in result.records] == ["TS_7_1"]
@@ -150,7 +150,7 @@ def test_shards_split_runs(synth_project, tmp_path):
 
 def test_worker_processes_give_the_same_picks(synth_project, tmp_path):
     """The multi-GPU path (one spawned worker per device, runs round-robin), exercised with two CPU workers."""
-    from pipeline.stream import run_pipeline
+    from pipeline.run import run_pipeline
 
     single = run_pipeline(make_cfg(synth_project, tmp_path, evaluate=None), progress=False)
     single_picks = {r: picks_of(synth_project, r) for r in ("TS_7_0", "TS_7_1")}
@@ -169,7 +169,7 @@ def test_driver_equals_segment_localize_evaluate_commands(synth_project_copy, tm
     import yaml
 
     from pipeline.cli import main as cli
-    from pipeline.stream import run_pipeline
+    from pipeline.run import run_pipeline
 
     driver_project, chain_project = synth_project_copy("a"), synth_project_copy("b")
 
@@ -198,3 +198,57 @@ def test_driver_equals_segment_localize_evaluate_commands(synth_project_copy, tm
     for name, counts in result.evaluation.aggregated.items():
         got = chain["aggregated_particle_scores"][name]
         assert (got["tp"], got["fp"], got["fn"]) == (counts.tp, counts.fp, counts.fn)
+
+
+def _worker_killed_on_ts_7_1(config_doc, source, device_spec, worker, log_level, tasks, events, abort):
+    """A worker that is SIGKILLed as it takes run TS_7_1 (after its "start" message is on the wire)."""
+    import os
+    import signal
+
+    from pipeline.run.executors import _worker_main
+
+    class Events:
+        def put(self, message):
+            events.put(message)
+            if message[0] == "start" and message[2] == "TS_7_1":
+                events.close()
+                events.join_thread()  # the parent has the message: it knows this worker held TS_7_1
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    _worker_main(config_doc, source, device_spec, worker, log_level, tasks, Events(), abort)
+
+
+def test_a_worker_that_dies_fails_its_run_loudly(synth_project, tmp_path):
+    """One process per device: a worker killed mid-run fails the runs it held, with the reason, and removes
+    their partial outputs; the job does not hang and loses no run silently."""
+    from pipeline.run.executors import ProcessExecutor
+    from pipeline.run.outputs import RunOutputs
+    from pipeline.run.select import marker_key
+
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None, output={"on_error": "skip"})
+    root = copick_io.open_project(synth_project)
+    from pipeline.run.context import WorkerContext
+
+    ctx = WorkerContext.open(cfg, "cpu", root=root)
+    executor = ProcessExecutor(cfg, ["cpu", "cpu"], cleanup=RunOutputs(root, cfg, ctx.objects).remove,
+                               target=_worker_killed_on_ts_7_1)
+    records = {r.run_id: r for r in executor.run(["TS_7_0", "TS_7_1"])}
+    assert set(records) == {"TS_7_0", "TS_7_1"}
+    assert records["TS_7_1"].status == "failed" and "WorkerDied" in records["TS_7_1"].error
+    assert "died (exit code -9)" in records["TS_7_1"].error
+    for run_id, rec in records.items():
+        marker = copick_io.run_done_marker(root, run_id, marker_key(cfg))
+        has_picks = any(copick_io.picks_exist(root, run_id, o.name, "octopi", "1") for o in ctx.objects)
+        if rec.status == "done":
+            assert marker.is_file() and has_picks
+        else:
+            assert rec.status == "failed" and not marker.exists() and not has_picks, rec
+
+
+def test_a_worker_that_cannot_start_stops_the_job_with_the_reason(synth_project, tmp_path):
+    from pipeline.errors import RunFailed
+    from pipeline.run.executors import ProcessExecutor
+
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None)
+    with pytest.raises(RunFailed, match=r"could not start on cuda:7: DeviceError"):
+        ProcessExecutor(cfg, ["cpu", "cuda:7"]).run(["TS_7_0", "TS_7_1"])

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-copick_io = pytest.importorskip("pipeline.copick_io")
-synthetic = pytest.importorskip("pipeline.synthetic")
-
-from pipeline.cli import main  # noqa: E402
-from pipeline.evaluate import Counts, evaluate_project, object_fbeta  # noqa: E402
+from pipeline import copick_io, synthetic
+from pipeline.cli import main
+from pipeline.evaluate import Counts, evaluate_project, object_fbeta
 
 VOXEL_SIZE = 10.0
 GT = ("data-portal", "0")
@@ -104,16 +102,16 @@ def test_subset_of_runs_and_objects(project, tmp_path):
     root = copick_io.open_project(config)
     chosen = [objects[0], objects[3]]
     full = evaluate_project(
-        root, chosen, runs, gt_user_id=GT[0], gt_session_id=GT[1], pred_user_id=PRED[0],
-        pred_session_id=PRED[1], voxel_size=VOXEL_SIZE,
+        root, chosen, runs, ground_truth_user_id=GT[0], ground_truth_session_id=GT[1], pick_user_id=PRED[0],
+        pick_session_id=PRED[1], voxel_size=VOXEL_SIZE,
     )  # fmt: skip
     one = evaluate_project(
-        root, chosen, runs[:1], gt_user_id=GT[0], gt_session_id=GT[1], pred_user_id=PRED[0],
-        pred_session_id=PRED[1], voxel_size=VOXEL_SIZE,
+        root, chosen, runs[:1], ground_truth_user_id=GT[0], ground_truth_session_id=GT[1], pick_user_id=PRED[0],
+        pick_session_id=PRED[1], voxel_size=VOXEL_SIZE,
     )  # fmt: skip
     two = evaluate_project(
-        root, chosen, runs[1:], gt_user_id=GT[0], gt_session_id=GT[1], pred_user_id=PRED[0],
-        pred_session_id=PRED[1], voxel_size=VOXEL_SIZE,
+        root, chosen, runs[1:], ground_truth_user_id=GT[0], ground_truth_session_id=GT[1], pick_user_id=PRED[0],
+        pick_session_id=PRED[1], voxel_size=VOXEL_SIZE,
     )  # fmt: skip
     assert [o.name for o in full.objects] == [chosen[0].name, chosen[1].name]
     for o in chosen:
@@ -126,8 +124,8 @@ def test_gt_session_none_matches_any_session(project):
     config, objects, runs, expected = project
     root = copick_io.open_project(config)
     result = evaluate_project(
-        root, objects, None, gt_user_id=GT[0], gt_session_id=None, pred_user_id=PRED[0],
-        pred_session_id=PRED[1], voxel_size=VOXEL_SIZE,
+        root, objects, None, ground_truth_user_id=GT[0], ground_truth_session_id=None, pick_user_id=PRED[0],
+        pick_session_id=PRED[1], voxel_size=VOXEL_SIZE,
     )  # fmt: skip
     assert result.aggregated == expected["octopi"]
 

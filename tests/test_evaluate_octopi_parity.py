@@ -96,8 +96,8 @@ def test_same_numbers_as_octopi(project, tmp_path, object_names, run_subset, sca
     root = copick_io.open_project(config)
     chosen = objects if object_names is None else [next(o for o in objects if o.name == n) for n in object_names]
     result = evaluate_project(
-        root, chosen, run_ids, gt_user_id=GT[0], gt_session_id=GT[1], pred_user_id=PRED[0],
-        pred_session_id=PRED[1], voxel_size=VOXEL_SIZE, metric="octopi", beta=4, distance_threshold_scale=scale,
+        root, chosen, run_ids, ground_truth_user_id=GT[0], ground_truth_session_id=GT[1], pick_user_id=PRED[0],
+        pick_session_id=PRED[1], voxel_size=VOXEL_SIZE, metric="octopi", beta=4, distance_threshold_scale=scale,
         config_path=str(config),
     )  # fmt: skip
     write_reports(result, tmp_path / "ours")

@@ -89,7 +89,7 @@ def test_label_ids_come_from_the_segmentation_log(synth_project):
         (["-sinfo", "targets,data-portal,0", "--seg-uri", "predict:octopi/1"], "disagrees"),
         (["-sinfo", "targets,data-portal,0", "-obj", "unicorn"], "'unicorn'"),
         (["-sinfo", "nothing,here,0"], "no run has the segmentation nothing:here/0"),
-        (["-sinfo", "targets,data-portal,0", "-fs", "0"], "filter_size 0"),
+        (["-sinfo", "targets,data-portal,0", "-fs", "0"], "'localize.filter_size' should be >= 1, got 0"),
         (["-sinfo", "targets,data-portal,0", "--device", "cuda"], "cuda"),
     ],
 )
@@ -119,8 +119,7 @@ def test_failed_write_leaves_none_of_the_runs_pick_sets(synth_project, monkeypat
         return real(root, run_id, object_name, *a, **k)
 
     monkeypatch.setattr(copick_io, "write_picks", flaky)
-    with pytest.raises(OSError, match="disk full"):
-        main(["localize", "-c", str(synth_project), *SEG, "-psid", "77"])
+    assert main(["localize", "-c", str(synth_project), *SEG, "-psid", "77"]) == 1  # a run failed
     root = copick_io.open_project(synth_project)
     objects = [o.name for o in copick_io.particle_objects(root)]
     assert [w for w in written if w[0] == "TS_7_1"]  # two pick sets of TS_7_1 were written before the failure

@@ -52,7 +52,7 @@ def test_strict_load_reproduces_saved_network(tmp_path, arch):
         pytest.importorskip("einops", reason="MONAI's SwinUNETR needs einops")
     cfg = write_config(tmp_path, TINY[arch])
     weights, original = write_weights(tmp_path, cfg, seed=3)
-    ens = load_ensemble(cfg, weights)
+    ens = load_ensemble(cfg, weights, device="cpu")
     assert len(ens.models) == 1 and ens.num_classes == 3 and ens.labels == LABELS
     assert ens.dim_in == TINY[arch]["dim_in"]
     net = ens.models[0]
@@ -69,7 +69,7 @@ def test_ensemble_one_config_several_weights(tmp_path):
     cfg = write_config(tmp_path, TINY["Unet"])
     w1, n1 = write_weights(tmp_path, cfg, "a.pth", seed=1)
     w2, n2 = write_weights(tmp_path, cfg, "b.pth", seed=2)
-    ens = load_ensemble(cfg, f"{w1},{w2}")
+    ens = load_ensemble(cfg, f"{w1},{w2}", device="cpu")
     assert len(ens.models) == 2 and ens.config_paths == [cfg, cfg] and ens.weight_paths == [w1, w2]
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.inference_mode():
@@ -88,7 +88,7 @@ def test_unequal_list_lengths(tmp_path):
     cfg2 = write_config(tmp_path, TINY["Unet"], name="other.yaml")
     w, _ = write_weights(tmp_path, cfg)
     with pytest.raises(ModelError, match=r"2 model configs .* but 3 weights files"):
-        load_ensemble([cfg, cfg2], [w, w, w])
+        load_ensemble([cfg, cfg2], [w, w, w], device="cpu")
 
 
 def test_unknown_architecture_names_file_and_value(tmp_path):
@@ -105,7 +105,7 @@ def test_missing_key_names_file_and_key(tmp_path, arch, key):
     w = tmp_path / "x.pth"
     torch.save({}, w)
     with pytest.raises(ModelError, match=rf"model\.yaml.*'model\.{key}' is missing"):
-        load_ensemble(cfg, str(w))
+        load_ensemble(cfg, str(w), device="cpu")
 
 
 def test_missing_labels(tmp_path):
@@ -130,7 +130,7 @@ def test_swinunetr_without_einops_says_so(tmp_path, monkeypatch):
     w = tmp_path / "x.pth"
     torch.save({}, w)
     with pytest.raises(ModelError, match="needs the 'einops' package"):
-        load_ensemble(cfg, str(w))
+        load_ensemble(cfg, str(w), device="cpu")
 
 
 def test_swinunetr_window_not_divisible_by_32(tmp_path):
@@ -138,15 +138,15 @@ def test_swinunetr_window_not_divisible_by_32(tmp_path):
     w = tmp_path / "x.pth"
     torch.save({}, w)
     with pytest.raises(ModelError, match="divisible by 32.*dim_in=48"):
-        load_ensemble(cfg, str(w))
+        load_ensemble(cfg, str(w), device="cpu")
 
 
 def test_missing_files(tmp_path):
     cfg = write_config(tmp_path, TINY["Unet"])
     with pytest.raises(ModelError, match=r"nope\.pth.*do not exist"):
-        load_ensemble(cfg, str(tmp_path / "nope.pth"))
+        load_ensemble(cfg, str(tmp_path / "nope.pth"), device="cpu")
     with pytest.raises(ModelError, match=r"nope\.yaml.*does not exist"):
-        load_ensemble(str(tmp_path / "nope.yaml"), str(tmp_path / "nope.pth"))
+        load_ensemble(str(tmp_path / "nope.yaml"), str(tmp_path / "nope.pth"), device="cpu")
 
 
 def test_unreadable_weights(tmp_path):
@@ -154,7 +154,7 @@ def test_unreadable_weights(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a torch file")
     with pytest.raises(ModelError, match=r"bad\.pth.*cannot be read"):
-        load_ensemble(cfg, str(bad))
+        load_ensemble(cfg, str(bad), device="cpu")
 
 
 def test_weights_with_other_num_classes_name_tensor_and_shapes(tmp_path):
@@ -162,7 +162,7 @@ def test_weights_with_other_num_classes_name_tensor_and_shapes(tmp_path):
     other = write_config(tmp_path, dict(TINY["Unet"], num_classes=5), name="five.yaml")
     w, _ = write_weights(tmp_path, other)
     with pytest.raises(ModelError) as info:
-        load_ensemble(cfg, w)
+        load_ensemble(cfg, w, device="cpu")
     msg = str(info.value)
     assert "model.yaml" in msg and "model.pth" in msg
     # the tensor is named and both shapes appear, the config's (3 classes) first
@@ -180,7 +180,7 @@ def test_weights_of_another_architecture_report_missing_keys(tmp_path):
     dyn = write_config(tmp_path, TINY["DynUNet"], name="dyn.yaml")
     w, _ = write_weights(tmp_path, dyn)
     with pytest.raises(ModelError, match=r"missing from the weights.*unknown to the config"):
-        load_ensemble(cfg, w)
+        load_ensemble(cfg, w, device="cpu")
 
 
 def test_wrapped_and_prefixed_state_dict(tmp_path):
@@ -189,7 +189,7 @@ def test_wrapped_and_prefixed_state_dict(tmp_path):
     sd = torch.load(w, weights_only=True)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, wrapped)
-    ens = load_ensemble(cfg, str(wrapped))
+    ens = load_ensemble(cfg, str(wrapped), device="cpu")
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.inference_mode():
         assert torch.equal(ens.models[0](x), net(x))
@@ -201,16 +201,20 @@ def test_ensemble_members_must_agree(tmp_path):
     wa, _ = write_weights(tmp_path, a, "a.pth")
     wb, _ = write_weights(tmp_path, b, "b.pth")
     with pytest.raises(ModelError, match="disagree on labels"):
-        load_ensemble([a, b], [wa, wb])
+        load_ensemble([a, b], [wa, wb], device="cpu")
 
 
 OBJECTS = [ParticleObject("apo-ferritin", 1, 60.0), ParticleObject("ribosome", 2, 150.0),
            ParticleObject("thyroglobulin", 3, 130.0)]
 
 
-def test_check_labels_agrees():
-    check_labels({"apo-ferritin": 1, "ribosome": 2}, OBJECTS)  # a subset of the project is fine
-    check_labels({"background": 0, "apo-ferritin": 1}, OBJECTS)
+def test_check_labels_agrees(caplog):
+    caplog.set_level("INFO")
+    assert check_labels({"apo-ferritin": 1, "ribosome": 2}, OBJECTS) is None  # a subset of the project is fine
+    assert check_labels({"background": 0, "apo-ferritin": 1}, OBJECTS) is None
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    # project objects the model lacks are named (not segmented, so not picked)
+    assert any("not segmented" in r.getMessage() and "ribosome" in r.getMessage() for r in caplog.records)
 
 
 def test_check_labels_foreign_name_warns(caplog):

@@ -43,7 +43,7 @@ def test_segment_writes_segmentations_and_log(project):
     from pipeline.models import load_ensemble
     from pipeline.segment import segment_volume
 
-    ens = load_ensemble(model_yaml, weights)
+    ens = load_ensemble(model_yaml, weights, device="cpu")
     for rid in runs:
         tomo = copick_io.read_tomogram(root, rid, 10.0, "wbp")
         written = copick_io.read_segmentation(root, rid, 10.0, seg)
@@ -97,13 +97,3 @@ def test_segment_no_matching_tomogram(project, caplog):
     config, model_yaml, weights, _ = project
     rc = main(["segment", "-c", config, "-mc", model_yaml, "-mw", weights, "--device", "cpu", "-alg", "denoised"])
     assert rc == 2 and "no run" in caplog.text and "denoised@10" in caplog.text
-
-
-def test_round_robin_shards():
-    from pipeline.cli.segment import shard_round_robin
-
-    runs = [f"TS_{i}" for i in range(7)]
-    shards = shard_round_robin(runs, 3)
-    assert shards == [["TS_0", "TS_3", "TS_6"], ["TS_1", "TS_4"], ["TS_2", "TS_5"]]
-    assert shard_round_robin(runs, 1) == [runs]
-    assert sorted(sum(shard_round_robin(runs, 4), [])) == runs

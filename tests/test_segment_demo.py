@@ -16,7 +16,7 @@ CONFIG, WEIGHTS = MODELS / "demo_unet.yaml", MODELS / "demo_unet.pth"
 
 @pytest.fixture(scope="module")
 def ensemble():
-    return load_ensemble(str(CONFIG), str(WEIGHTS))
+    return load_ensemble(str(CONFIG), str(WEIGHTS), device="cpu")
 
 
 def test_demo_model_is_an_octopi_unet(ensemble):

@@ -16,7 +16,7 @@ from pipeline.selectors import (
 def test_tomo_uri_and_flags_agree_or_refuse():
     assert parse_tomo_uri("wbp@10.0") == TomoSelector("wbp", 10.0)
     assert parse_tomo_uri("denoised@7.84") == TomoSelector("denoised", 7.84)
-    assert resolve_tomo() == TomoSelector("wbp", 10.0)
+    assert resolve_tomo() == TomoSelector(None, None)  # the run config's defaults apply
     assert resolve_tomo(voxel_size=7.84, tomo_alg="denoised") == TomoSelector("denoised", 7.84)
     assert resolve_tomo(tomo_uri="denoised@7.84") == TomoSelector("denoised", 7.84)
     assert resolve_tomo(voxel_size=10, tomo_uri="wbp@10") == TomoSelector("wbp", 10.0)
@@ -44,7 +44,7 @@ def test_seg_uri_forms_and_defaults():
 
 
 def test_seg_resolution_refuses_disagreement():
-    assert resolve_seg() == SegSelector("predict", "octopi", "1")
+    assert resolve_seg() is None
     assert resolve_seg(seg_info="x,y,2") == SegSelector("x", "y", "2")
     assert resolve_seg(seg_uri="x:y/2") == SegSelector("x", "y", "2")
     assert resolve_seg(seg_info="x,y,2", seg_uri="x:y/2") == SegSelector("x", "y", "2")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.tta import MAX_TTA, OCTOPI_TRANSFORMS, effective_ntta, tta_transforms
+from pipeline.config import MAX_NTTA
+from pipeline.errors import ConfigError
+from pipeline.tta import MAX_TTA, OCTOPI_TRANSFORMS, tta_transforms
 
 # octopi 1.7's own lambdas (Predictor.create_tta_augmentations) on a 5D [B, C, Z, Y, X] input
 OCTOPI_FORWARD = [
@@ -32,7 +34,7 @@ OCTOPI_INVERSE = [
 
 
 def test_order_and_names_match_octopi():
-    assert len(OCTOPI_TRANSFORMS) == MAX_TTA == 8
+    assert len(OCTOPI_TRANSFORMS) == MAX_TTA == MAX_NTTA == 8  # the config's bound is octopi's count
     assert [t.name for t in OCTOPI_TRANSFORMS] == [
         "identity", "rot180_yx", "flip_z", "flip_x", "flip_y", "rot90_yx", "rot270_yx", "flip_zyx"]
 
@@ -70,7 +72,12 @@ def test_transforms_are_distinct():
             assert not torch.equal(outs[i], outs[j]), (i, j)
 
 
-@pytest.mark.parametrize("ntta,want", [(-3, 1), (0, 1), (1, 1), (2, 2), (4, 4), (8, 8), (12, 8)])
-def test_ntta_rule(ntta, want):
-    assert effective_ntta(ntta) == want
-    assert tta_transforms(ntta) == OCTOPI_TRANSFORMS[:want]
+@pytest.mark.parametrize("ntta", [1, 2, 4, 8])
+def test_ntta_takes_the_first_transforms(ntta):
+    assert tta_transforms(ntta) == OCTOPI_TRANSFORMS[:ntta]
+
+
+@pytest.mark.parametrize("ntta", [-3, 0, 9, 12, 2.0, True])
+def test_ntta_outside_1_to_8_is_refused(ntta):
+    with pytest.raises(ConfigError, match="expected 1..8"):
+        tta_transforms(ntta)

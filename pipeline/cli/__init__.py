@@ -33,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # sub-command not built yet
+        module = importlib.import_module(module_name)
         p = sub.add_parser(
             name,
             help=help_text,
@@ -59,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose)
+    from pipeline.errors import RunFailed
+
     try:
         return int(args._module.run(args) or 0)
+    except RunFailed as exc:  # a run failed with output.on_error: raise; the others done so far are kept
+        logging.getLogger("tomopick").error("%s", exc)
+        return 1
     except UserError as exc:
         logging.getLogger("tomopick").error("%s", exc)
         return 2

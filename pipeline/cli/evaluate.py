@@ -13,75 +13,56 @@ Example:
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg
-
-
-def _list_arg(value):
-    """``a,b``, ``[a,b]`` or ``a b`` -> list; None -> None."""
-    from pipeline.selectors import parse_run_ids
-
-    if value is None:
-        return None
-    return parse_run_ids(str(value).strip().strip("[]").replace(" ", ","))
+from pipeline.cli.common import add_config_arg, d
+from pipeline.config import EvaluateConfig, LocalizeConfig, RunConfig, choices
 
 
 def add_arguments(p) -> None:
     add_config_arg(p)
-    p.add_argument("-gtuid", "--ground-truth-user-id", required=True, help="user id of the ground-truth picks")
-    p.add_argument(
-        "-gtsid", "--ground-truth-session-id", default=None,
-        help="session id of the ground-truth picks (default: any session, as octopi)",
-    )
-    p.add_argument("-puid", "--predict-user-id", default="octopi", help="user id of the predicted picks (octopi)")
-    p.add_argument("-psid", "--predict-session-id", default="1", help="session id of the predicted picks (1)")
-    p.add_argument(
-        "-o", "--output", "--save-path", dest="save_path", default="scores",
-        help="folder for average_metrics.yaml, metrics.json and scores.png (default: scores)",
-    )
-    p.add_argument(
-        "-names", "--object-names", default=None,
-        help="comma-separated particle objects to score (default: every particle object of the project)",
-    )
-    p.add_argument(
-        "-runs", "--run-ids", default=None,
-        help="comma-separated run names (default: every run of the project; runs without picks count as empty)",
-    )
-    p.add_argument("-fb", "--fbeta", type=float, default=4, help="beta of the F-beta score (default 4, as the challenge)")
-    p.add_argument(
-        "-dts", "--distance-threshold-scale", type=float, default=None,
-        help="match threshold as a fraction of the particle radius (default 0.8 for octopi, 0.5 for czii)",
-    )
-    p.add_argument("-vs", "--voxel-size", type=float, default=10.0, help="voxel size in Angstrom (default 10)")
-    p.add_argument(
-        "--metric", choices=("octopi", "czii"), default="octopi",
-        help="octopi: octopi 1.7's rule (not one-to-one); czii: the CZII Kaggle rule (each particle once)",
-    )
+    p.add_argument("-gtuid", "--ground-truth-user-id", default=None,
+                   help=f"user id of the ground-truth picks {d(EvaluateConfig, 'ground_truth_user_id')}")
+    p.add_argument("-gtsid", "--ground-truth-session-id", default=None,
+                   help="session id of the ground-truth picks (default: any session of that user, as octopi)")
+    p.add_argument("-puid", "--predict-user-id", dest="pick_user_id", default=None,
+                   help=f"user id of the predicted picks {d(LocalizeConfig, 'pick_user_id')}")
+    p.add_argument("-psid", "--predict-session-id", dest="pick_session_id", default=None,
+                   help=f"session id of the predicted picks {d(LocalizeConfig, 'pick_session_id')}")
+    p.add_argument("-o", "--output", "--save-path", dest="save_path", default=None,
+                   help=f"folder for average_metrics.yaml, metrics.json and scores.png {d(EvaluateConfig, 'save_path')}")
+    p.add_argument("-names", "--object-names", default=None,
+                   help="comma-separated particle objects to score (default: every particle object of the project)")
+    p.add_argument("-runs", "--run-ids", default=None,
+                   help="comma-separated run names (default: every run of the project; runs without picks count as empty)")
+    p.add_argument("-fb", "--fbeta", dest="beta", type=float, default=None,
+                   help=f"beta of the F-beta score {d(EvaluateConfig, 'beta')}, as the challenge")
+    p.add_argument("-dts", "--distance-threshold-scale", type=float, default=None,
+                   help="match threshold as a fraction of the particle radius (default 0.8 for octopi, 0.5 for czii)")
+    p.add_argument("-vs", "--voxel-size", type=float, default=None,
+                   help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
+    p.add_argument("--metric", choices=choices("evaluate", "metric"), default=None,
+                   help="octopi: octopi 1.7's rule (not one-to-one); czii: the CZII Kaggle rule (each particle once) "
+                        f"{d(EvaluateConfig, 'metric')}")
 
 
 def run(args) -> int:
     from pipeline import copick_io
-    from pipeline.evaluate import evaluate_project, format_table, select_objects, write_reports
-    from pipeline.selectors import parse_voxel_size
+    from pipeline.cli.common import list_arg
+    from pipeline.config import config_from_dict, overlay
+    from pipeline.run import evaluate_runs
 
-    voxel_size = parse_voxel_size(args.voxel_size, where="--voxel-size")
-    root = copick_io.open_project(args.config)
-    objects = select_objects(copick_io.particle_objects(root), _list_arg(args.object_names))
-    result = evaluate_project(
-        root,
-        objects,
-        _list_arg(args.run_ids),
-        gt_user_id=args.ground_truth_user_id,
-        gt_session_id=args.ground_truth_session_id,
-        pred_user_id=args.predict_user_id,
-        pred_session_id=args.predict_session_id,
-        voxel_size=voxel_size,
-        metric=args.metric,
-        beta=args.fbeta,
-        distance_threshold_scale=args.distance_threshold_scale,
-        config_path=args.config,
-        progress=True,
+    doc = overlay(
+        {"copick_config": args.config, "stages": [], "evaluate": {}},
+        voxel_size=args.voxel_size,
+        localize={"pick_user_id": args.pick_user_id, "pick_session_id": args.pick_session_id},
+        evaluate={"ground_truth_user_id": args.ground_truth_user_id,
+                  "ground_truth_session_id": args.ground_truth_session_id, "metric": args.metric,
+                  "beta": args.beta, "distance_threshold_scale": args.distance_threshold_scale,
+                  "save_path": args.save_path, "object_names": list_arg(args.object_names)},
     )
-    paths = write_reports(result, args.save_path)
-    print(format_table(result))
+    cfg = config_from_dict(doc, source="tomopick evaluate")
+    root = copick_io.open_project(cfg.copick_config)
+    _, table, paths = evaluate_runs(cfg, root, copick_io.particle_objects(root), list_arg(args.run_ids), None,
+                                    progress=True)
+    print(table)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

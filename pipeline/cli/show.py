@@ -12,7 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg, add_tomo_args
+from pipeline.cli.common import add_config_arg, add_tomo_args, d
+from pipeline.config import EvaluateConfig, LocalizeConfig, ShowConfig
 
 
 def add_arguments(p) -> None:
@@ -22,17 +23,21 @@ def add_arguments(p) -> None:
         help="comma-separated run names (default: the first run that has the tomogram)",
     )
     add_tomo_args(p)
-    p.add_argument("-gtuid", "--ground-truth-user-id", default="data-portal", help="user id of the ground truth")
-    p.add_argument(
-        "-gtsid", "--ground-truth-session-id", default=None, help="session id of the ground truth (default: any)"
-    )
-    p.add_argument("-puid", "--predict-user-id", default="octopi", help="user id of the predicted picks (octopi)")
-    p.add_argument("-psid", "--predict-session-id", default="1", help="session id of the predicted picks (1)")
+    p.add_argument("-gtuid", "--ground-truth-user-id", default=None,
+                   help=f"user id of the ground truth {d(EvaluateConfig, 'ground_truth_user_id')}")
+    p.add_argument("-gtsid", "--ground-truth-session-id", default=None,
+                   help="session id of the ground truth (default: any)")
+    p.add_argument("-puid", "--predict-user-id", dest="pick_user_id", default=None,
+                   help=f"user id of the predicted picks {d(LocalizeConfig, 'pick_user_id')}")
+    p.add_argument("-psid", "--predict-session-id", dest="pick_session_id", default=None,
+                   help=f"session id of the predicted picks {d(LocalizeConfig, 'pick_session_id')}")
     p.add_argument("-names", "--object-names", default=None, help="comma-separated objects to draw (default: all)")
     p.add_argument("--z", default=None, help="comma-separated z slice indices (default: chosen through the picks)")
-    p.add_argument("-n", "--num-slices", type=int, default=3, help="slices per run when --z is not given (3)")
-    p.add_argument("--slab", type=int, default=1, help="average this many slices around each z for contrast (1)")
-    p.add_argument("-o", "--output", default="show", help="folder for the PNGs (default: show)")
+    p.add_argument("-n", "--num-slices", type=int, default=None,
+                   help=f"slices per run when --z is not given {d(ShowConfig, 'num_slices')}")
+    p.add_argument("--slab", type=int, default=None,
+                   help=f"average this many slices around each z for contrast {d(ShowConfig, 'slab')}")
+    p.add_argument("-o", "--output", default=None, help=f"folder for the PNGs {d(ShowConfig, 'output')}")
 
 
 def _int_list(value, flag: str) -> list[int]:
@@ -49,20 +54,32 @@ def run(args) -> int:
     from pathlib import Path
 
     from pipeline import copick_io, plots
-    from pipeline.cli.evaluate import _list_arg
+    from pipeline.cli.common import list_arg
+    from pipeline.config import RunConfig, build, default
     from pipeline.errors import ConfigError, RunError
     from pipeline.evaluate import select_objects
-    from pipeline.selectors import resolve_tomo
+    from pipeline.selectors import TomoSelector, resolve_tomo
 
-    log = logging.getLogger("tomopick.show")
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    source = "tomopick show"
+    ev = build(EvaluateConfig, given(ground_truth_user_id=args.ground_truth_user_id,
+                                     ground_truth_session_id=args.ground_truth_session_id), source, "evaluate")
+    loc = build(LocalizeConfig, given(pick_user_id=args.pick_user_id, pick_session_id=args.pick_session_id),
+                source, "localize")
+    show = build(ShowConfig, given(num_slices=args.num_slices, slab=args.slab, output=args.output), source)
     tomo = resolve_tomo(args.voxel_size, args.tomo_alg, args.tomo_uri)
-    if args.num_slices < 1:
-        raise ConfigError(f"--num-slices {args.num_slices}: need at least 1")
-    if args.slab < 1:
-        raise ConfigError(f"--slab {args.slab}: need at least 1 slice")
+    tomo = TomoSelector(tomo.tomo_alg or default(RunConfig, "tomo_alg"),
+                        tomo.voxel_size or default(RunConfig, "voxel_size"))
+    if show.num_slices < 1:
+        raise ConfigError(f"--num-slices {show.num_slices}: need at least 1")
+    if show.slab < 1:
+        raise ConfigError(f"--slab {show.slab}: need at least 1 slice")
+    log = logging.getLogger("tomopick.show")
     root = copick_io.open_project(args.config)
-    objects = select_objects(copick_io.particle_objects(root), _list_arg(args.object_names))
-    run_ids, skipped = copick_io.runs_with_tomogram(root, tomo.voxel_size, tomo.tomo_alg, _list_arg(args.run_ids))
+    objects = select_objects(copick_io.particle_objects(root), list_arg(args.object_names))
+    run_ids, skipped = copick_io.runs_with_tomogram(root, tomo.voxel_size, tomo.tomo_alg, list_arg(args.run_ids))
     for rid, reason in skipped.items():
         log.warning("run %s skipped: %s", rid, reason)
     if not run_ids:
@@ -71,7 +88,7 @@ def run(args) -> int:
         run_ids = run_ids[:1]
     z_asked = _int_list(args.z, "--z") if args.z is not None else None
 
-    out_dir = Path(args.output)
+    out_dir = Path(show.output)
     written = []
     for run_id in run_ids:
         depth = copick_io.tomogram_shape(root, run_id, tomo.voxel_size, tomo.tomo_alg)[0]
@@ -80,8 +97,8 @@ def run(args) -> int:
             color = plots.object_color(i)
             radius_vox = obj.radius / tomo.voxel_size
             for source, user_id, session_id in (
-                ("ground truth", args.ground_truth_user_id, args.ground_truth_session_id),
-                ("prediction", args.predict_user_id, args.predict_session_id),
+                ("ground truth", ev.ground_truth_user_id, ev.ground_truth_session_id),
+                ("prediction", loc.pick_user_id, loc.pick_session_id),
             ):
                 centers = copick_io.read_picks(root, run_id, obj.name, user_id, session_id, tomo.voxel_size)
                 if len(centers):
@@ -92,14 +109,14 @@ def run(args) -> int:
                 raise ConfigError(f"--z {bad}: run '{run_id}' has z slices 0 to {depth - 1}")
             z_list = z_asked
         else:
-            z_list = plots.choose_slices([layer.centers_zyx_vox for layer in layers], depth, args.num_slices)
+            z_list = plots.choose_slices([layer.centers_zyx_vox for layer in layers], depth, show.num_slices)
         if not layers:
             log.warning("run %s: no picks of %s found for either source", run_id, [o.name for o in objects])
         volume = copick_io.read_tomogram(root, run_id, tomo.voxel_size, tomo.tomo_alg)
         for z in z_list:
             path = out_dir / f"{run_id}_z{z:04d}.png"
             plots.render_slice(
-                volume, z, layers, path, title=f"{run_id} {tomo.uri()}", slab=args.slab, voxel_size=tomo.voxel_size
+                volume, z, layers, path, title=f"{run_id} {tomo.uri()}", slab=show.slab, voxel_size=tomo.voxel_size
             )
             written.append(path)
         del volume

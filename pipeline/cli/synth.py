@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
+from pipeline.cli.common import d
+from pipeline.config import SyntheticConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -28,23 +31,30 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="folder for the new project (must not hold a config.json yet)")
-    p.add_argument("--runs", type=int, default=2, help="number of runs (default 2)")
-    p.add_argument("--shape", type=_shape, default=(96, 128, 128), help="Z,Y,X voxels (default 96,128,128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--snr", type=float, default=2.0, help="particle contrast / noise std (default 2.0)")
-    p.add_argument("--density", type=float, default=1.0, help="particle density relative to the CZII challenge's")
-    p.add_argument("--no-label-map", action="store_true", help="do not write the ground-truth label map")
+    p.add_argument("--runs", type=int, default=None, help=f"number of runs {d(SyntheticConfig, 'runs')}")
+    p.add_argument("--shape", type=_shape, default=None, help=f"Z,Y,X voxels {d(SyntheticConfig, 'shape')}")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed {d(SyntheticConfig, 'seed')}")
+    p.add_argument("--snr", type=float, default=None,
+                   help=f"particle contrast / noise std {d(SyntheticConfig, 'snr')}")
+    p.add_argument("--density", type=float, default=None,
+                   help=f"particle density relative to the CZII challenge's {d(SyntheticConfig, 'density')}")
+    p.add_argument("--no-label-map", dest="write_label_map", action="store_const", const=False, default=None,
+                   help="do not write the ground-truth label map")
 
 
 def run(args) -> int:
+    from pipeline.config import build
     from pipeline.synthetic import make_synthetic_project
 
+    flags = {"out": args.out, "runs": args.runs, "shape": list(args.shape) if args.shape else None, "seed": args.seed,
+             "snr": args.snr, "density": args.density, "write_label_map": args.write_label_map}
+    s = build(SyntheticConfig, {k: v for k, v in flags.items() if v is not None}, "tomopick synth")
     t0 = time.perf_counter()
     config_path = make_synthetic_project(
-        args.out, runs=args.runs, shape=args.shape, seed=args.seed, snr=args.snr, density=args.density,
-        write_label_map=not args.no_label_map, progress=True,
+        s.out, runs=s.runs, shape=tuple(s.shape), seed=s.seed, snr=s.snr, density=s.density,
+        write_label_map=s.write_label_map, progress=True,
     )
     size = sum(f.stat().st_size for f in config_path.parent.rglob("*") if f.is_file())
-    print(f"{config_path}  ({args.runs} runs of {'x'.join(map(str, args.shape))}, "
+    print(f"{config_path}  ({s.runs} runs of {'x'.join(map(str, s.shape))}, "
           f"{size / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s)")
     return 0

@@ -1,4 +1,4 @@
-"""The driver on a real GPU against the CPU driver (skipped without CUDA, CuPy or the demo model)."""
+"""The driver on a real GPU against the CPU driver (tests/gpu/conftest.py skips it without CUDA)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "models"
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    pytest.mark.skipif(not (DEMO / "demo_unet.pth").is_file(), reason="needs the demo model"),
-]
 
 
 def test_gpu_driver_matches_cpu_driver(synth_project_copy, tmp_path):
     pytest.importorskip("cupy")
     from pipeline import copick_io
     from pipeline.config import config_from_dict
-    from pipeline.stream import run_pipeline
+    from pipeline.run import run_pipeline
 
     results = {}
     for device in ("cpu", "cuda"):

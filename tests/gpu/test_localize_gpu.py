@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
-cupy = pytest.importorskip("cupy")
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("torch sees no CUDA device", allow_module_level=True)
+from pipeline.localize import localize
+from pipeline.objects import ParticleObject
+from pipeline.synthetic import CZII_OBJECTS, FULL_SHAPE, synth_run_arrays
+from tests.localize_sim.volumes import OBJECTS, VOXEL_SIZE, ball
 
-from pipeline.localize import localize  # noqa: E402
-from pipeline.objects import ParticleObject  # noqa: E402
-from pipeline.synthetic import CZII_OBJECTS, FULL_SHAPE, synth_run_arrays  # noqa: E402
-from tests.localize_sim.volumes import OBJECTS, VOXEL_SIZE, ball  # noqa: E402
-
-pytestmark = pytest.mark.gpu
+cupy = pytest.importorskip("cupy")  # the gpu extra (CuPy, cuCIM): the GPU localization needs it
 CZII = [ParticleObject(o["name"], o["label"], o["radius"], o["weight"]) for o in CZII_OBJECTS]
 
 

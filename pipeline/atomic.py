@@ -1,0 +1,35 @@
+"""One atomic writer for every file the pipeline writes beside copick's own (logs, markers, reports).
+
+Write aside, then rename: a reader sees the old file or the new one, never half of one, and a crash leaves at
+most a hidden ``.NAME.*.tmp`` file. The file is created with ``os.open(..., 0o666)`` so the process umask sets
+its mode, as for any other file the user's tools write (``tempfile.mkstemp`` would make it 0600, unreadable to
+the colleagues who share a project).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+
+def write_text(path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path, doc) -> Path:
+    return write_text(path, json.dumps(doc, indent=2, default=str) + "\n")

@@ -1,0 +1,47 @@
+"""What one worker holds for a whole job: its device (resolved once, here), the open project, the objects to
+pick and, for the segment stage, the loaded ensemble. Built once per worker process (or Ray actor)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pipeline.config import RunConfig
+from pipeline.device import DeviceChoice, make_current, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    cfg: RunConfig
+    device: DeviceChoice
+    root: object
+    objects: list = field(default_factory=list)  # ParticleObjects to pick, label ids as the model/log has them
+    ensemble: object | None = None  # pipeline.models.Ensemble when the segment stage runs
+
+    @classmethod
+    def open(cls, cfg: RunConfig, device: DeviceChoice | str | None = None, root=None) -> WorkerContext:
+        """Resolve the device, open the project, load the models and check their labels against the project."""
+        from pipeline import copick_io
+        from pipeline.run.select import input_segmentation, objects_for_model, objects_for_segmentation
+
+        if not isinstance(device, DeviceChoice):
+            device = resolve_device(device or cfg.device)
+        make_current(device)
+        root = root if root is not None else copick_io.open_project(cfg.copick_config)
+        project_objects = copick_io.particle_objects(root)
+        ensemble = None
+        if cfg.has("segment"):
+            from pipeline.models import check_labels, load_ensemble
+
+            ensemble = load_ensemble(cfg.model.configs, cfg.model.weights, device=device.torch_device)
+            check_labels(ensemble.labels, project_objects, where=f"model config {cfg.model.configs[0]!r}")
+            objects = objects_for_model(cfg, project_objects, ensemble.labels)
+        else:
+            seg = input_segmentation(cfg)
+            log_labels = copick_io.read_segmentation_labels(root, seg)
+            if log_labels is None:
+                log.info("no segmentation log for %s; label ids from the copick config", seg.uri())
+            objects = objects_for_segmentation(cfg, project_objects, log_labels)
+        return cls(cfg, device, root, objects, ensemble)

@@ -1,0 +1,136 @@
+"""The whole job, whoever started it (run_all.py, ``tomopick run|segment|localize``): open the project, check
+the models, choose the runs, hand them to an executor, write the reports, evaluate."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from pipeline.device import DeviceChoice, cuda_device_count, resolve_device
+from pipeline.run.context import WorkerContext
+from pipeline.run.executors import LocalExecutor, ProcessExecutor
+from pipeline.run.outputs import RunOutputs
+from pipeline.run.reports import (
+    SKIPPED_DONE,
+    JobResult,
+    RunRecord,
+    localize_log_params,
+    segmentation_log_params,
+    write_manifest,
+    write_report,
+)
+from pipeline.run.select import prepare_project, run_is_done, select_runs, written_segmentation
+
+log = logging.getLogger(__name__)
+
+
+def output_dir(cfg: RunConfig, root) -> Path:
+    from pipeline import copick_io
+
+    return Path(cfg.output.dir) if cfg.output.dir else copick_io.overlay_root(root) / "tomopick"
+
+
+def worker_devices(cfg: RunConfig, device: DeviceChoice) -> list[str]:
+    """One device per worker: every visible GPU for ``auto``/``cuda``, else the one device asked for."""
+    spec = (cfg.device or "auto").lower()
+    if device.is_cuda and spec in ("auto", "cuda"):
+        return [f"cuda:{i}" for i in range(cuda_device_count())]
+    return [device.torch_device]
+
+
+def _write_parameter_logs(cfg: RunConfig, ctx: WorkerContext) -> None:
+    from pipeline import copick_io
+
+    seg = written_segmentation(cfg)
+    if seg is not None:
+        copick_io.write_segmentation_log(ctx.root, seg, segmentation_log_params(cfg, ctx.ensemble, ctx.device))
+    if cfg.has("localize"):
+        loc = cfg.localize
+        copick_io.write_overlay_log(ctx.root, f"localize-{loc.pick_user_id}_{loc.pick_session_id}.yaml",
+                                    localize_log_params(cfg, ctx.objects))
+
+
+def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | None = None) -> JobResult:
+    """Run every selected run through the config's stages, then evaluate when the config says so.
+
+    ``workers`` overrides the per-device worker list (tests use it to exercise the multi-worker path on the CPU).
+    """
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    log.info("device %s (%s)", device.torch_device, device.reason)
+    root = prepare_project(cfg)
+    devices = workers or worker_devices(cfg, device)
+    # the job's own context validates models and labels before any work, also when workers do the runs
+    ctx = WorkerContext.open(cfg, device if len(devices) == 1 else resolve_device("cpu"), root=root)
+    run_ids, skipped_missing = select_runs(cfg, root)
+
+    todo, records = [], []
+    for run_id in run_ids:
+        if not cfg.output.overwrite and run_is_done(cfg, root, run_id, ctx.objects):
+            records.append(RunRecord(run_id, status=SKIPPED_DONE))
+        else:
+            todo.append(run_id)
+    if records:
+        log.info("%d run(s) are done already and are skipped (output.overwrite: true redoes them)", len(records))
+    _write_parameter_logs(cfg, ctx)
+    out_dir = output_dir(cfg, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="runs", unit="run", disable=None)
+    result = JobResult(records, 0.0, device, skipped_missing=skipped_missing)
+    try:
+        if todo and cfg.stages:
+            if len(devices) > 1 and len(todo) > 1:
+                ctx.ensemble = None  # the workers load their own
+                executor = ProcessExecutor(cfg, devices, cleanup=RunOutputs(root, cfg, ctx.objects).remove)
+            else:
+                executor = LocalExecutor(ctx)
+            records += executor.run(todo, on_record=(lambda rec: bar.update(1)) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+        result.wall_seconds = time.perf_counter() - t_start
+        result.report_path = write_report(cfg, result, out_dir)
+        result.manifest_path = write_manifest(cfg, result, out_dir)
+
+    for rec in result.failed:
+        log.warning("run %s was skipped after an error: %s", rec.run_id, rec.error)
+    if cfg.evaluate is not None:
+        evaluated = [r.run_id for r in records if r.status in ("done", SKIPPED_DONE)]
+        if evaluated:
+            result.evaluation, result.evaluation_table, _ = evaluate_runs(cfg, root, ctx.objects, evaluated, out_dir)
+        else:
+            log.warning("no run has picks to evaluate")
+    result.wall_seconds = time.perf_counter() - t_start
+    result.report_path = write_report(cfg, result, out_dir)
+    log.info("finished %d run(s) in %.1f s (%d failed, %d already done)", len(todo), result.wall_seconds,
+             len(result.failed), sum(r.status == SKIPPED_DONE for r in records))
+    return result
+
+
+def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_dir: Path | None,
+                  progress: bool = False):
+    """Score the picks ``localize.pick_user_id/pick_session_id`` of ``run_ids`` (None: every run) against the
+    ground truth of ``cfg.evaluate``; write the reports to ``evaluate.save_path`` (relative to ``out_dir``, or
+    the working directory without one). Returns (EvaluationResult, table, paths written)."""
+    from pipeline.evaluate import evaluate_project, format_table, select_objects, write_reports
+
+    ev, loc = cfg.evaluate, cfg.localize
+    if ev.object_names:
+        objects = select_objects(objects, ev.object_names)
+    result = evaluate_project(
+        root, objects, run_ids, ground_truth_user_id=ev.ground_truth_user_id,
+        ground_truth_session_id=ev.ground_truth_session_id, pick_user_id=loc.pick_user_id,
+        pick_session_id=loc.pick_session_id, voxel_size=cfg.voxel_size, metric=ev.metric, beta=ev.beta,
+        distance_threshold_scale=ev.distance_threshold_scale, config_path=cfg.copick_config, progress=progress,
+    )
+    save_path = Path(ev.save_path)
+    if not save_path.is_absolute() and out_dir is not None:
+        save_path = out_dir / save_path
+    return result, format_table(result), write_reports(result, save_path)

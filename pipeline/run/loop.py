@@ -1,0 +1,274 @@
+"""One worker's loop over runs: read -> segment -> localize -> write, overlapped; the only code that writes a
+run's outputs (through ``RunOutputs``), so "nothing half-written" is proved here once.
+
+- A reader thread reads the next ``read_ahead`` runs' input (tomogram, into pinned memory on CUDA; or the
+  stored segmentation of a localize-only job) while the current run is processed.
+- Segmentation runs in the calling thread. On CUDA the label map stays on the device and, with CuPy, is
+  localized there; otherwise one host copy is localized in a background thread while the next run segments.
+- A writer thread writes each run's segmentation, picks and, last, its done marker.
+
+A failing run is recorded and its partial output removed; with ``output.on_error: raise`` the loop stops
+taking runs and raises ``RunFailed`` once the runs in flight have settled. An ``abort`` event (set by an
+executor) stops it taking runs, too.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import RunFailed
+from pipeline.run.context import WorkerContext
+from pipeline.run.outputs import RunOutputs
+from pipeline.run.reports import DONE, FAILED, RunRecord
+from pipeline.run.select import input_segmentation
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class _Reader(threading.Thread):
+    """Reads the input of up to ``depth`` runs ahead of the compute stage.
+
+    A run is taken from ``run_ids`` only when a slot is free (the consumer frees one as it takes a run), so a
+    worker fed from a shared queue never holds more than the run it computes plus ``depth`` read ahead.
+    """
+
+    def __init__(self, ctx: WorkerContext, run_ids: Iterable[str], depth: int, stop: threading.Event,
+                 on_start: Callable[[str], None] | None):
+        super().__init__(name="tomopick-reader", daemon=True)
+        self.ctx, self.run_ids, self.stop, self.on_start = ctx, run_ids, stop, on_start
+        self.out: queue.Queue = queue.Queue()
+        self.slots = threading.Semaphore(depth)
+        self.seg = input_segmentation(ctx.cfg)
+
+    def read(self, run_id: str):
+        from pipeline import copick_io
+
+        cfg = self.ctx.cfg
+        if self.seg is not None:
+            return copick_io.read_segmentation(self.ctx.root, run_id, cfg.voxel_size, self.seg)
+        volume = copick_io.read_tomogram(self.ctx.root, run_id, cfg.voxel_size, cfg.tomo_alg)
+        if self.ctx.device.is_cuda:
+            import torch
+
+            # pinned memory makes the host-to-device copy asynchronous and fast
+            volume = torch.from_numpy(volume).pin_memory()
+        return volume
+
+    def _slot(self) -> bool:
+        while not self.stop.is_set():
+            if self.slots.acquire(timeout=0.5):
+                return True
+        return False
+
+    def run(self):
+        try:
+            run_ids = iter(self.run_ids)
+            while self._slot():
+                run_id = next(run_ids, None)
+                if run_id is None or self.stop.is_set():
+                    break
+                if self.on_start is not None:
+                    self.on_start(run_id)
+                t0 = time.perf_counter()
+                try:
+                    item = (run_id, self.read(run_id), None, time.perf_counter() - t0)
+                except Exception as exc:  # reported per run by the consumer
+                    item = (run_id, None, exc, time.perf_counter() - t0)
+                self.out.put(item)
+        except Exception as exc:  # the run source itself failed (e.g. an executor's queue): end the loop
+            log.error("reading the next run failed: %s", exc)
+        finally:
+            self.out.put(_END)
+
+    def take(self):
+        item = self.out.get()
+        self.slots.release()
+        return item
+
+
+class RunLoop:
+    """``RunLoop(ctx).run(run_ids)`` -> one RunRecord per run taken (done or failed).
+
+    ``run_ids`` may be any iterable, also one that blocks (an executor's queue of runs handed out).
+    ``on_start(run_id)`` is called as a run is taken, ``on_record(record)`` as it finishes.
+    """
+
+    def __init__(self, ctx: WorkerContext, *, abort: threading.Event | None = None, worker: str = "",
+                 on_start: Callable[[str], None] | None = None, on_record: Callable[[RunRecord], None] | None = None):
+        self.ctx, self.cfg, self.worker = ctx, ctx.cfg, worker
+        self.abort = abort if abort is not None else threading.Event()
+        self.on_start, self.on_record = on_start, on_record
+        self.outputs = RunOutputs(ctx.root, ctx.cfg, ctx.objects)
+        self.records: dict[str, RunRecord] = {}
+        self.failure: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------------------------------------- per run
+
+    def _finish(self, rec: RunRecord) -> None:
+        if self.on_record is not None:
+            self.on_record(rec)
+
+    def fail(self, run_id: str, exc: BaseException) -> None:
+        rec = self.records[run_id]
+        rec.status, rec.error = FAILED, f"{type(exc).__name__}: {exc}"
+        log.error("run %s failed: %s", run_id, rec.error)
+        self.outputs.remove(run_id)
+        with self._lock:
+            if self.cfg.output.on_error == "raise" and not self.failure:
+                self.failure.append(exc)
+                self.abort.set()
+        self._finish(rec)
+
+    def segment(self, run_id: str, volume):
+        """(label map on the worker's device, seconds) of one tomogram; probabilities saved when asked."""
+        from pipeline.segment import save_probabilities, segment_volume
+
+        s, device, ensemble = self.cfg.segment, self.ctx.device, self.ctx.ensemble
+        t0 = time.perf_counter()
+        result = segment_volume(
+            volume, ensemble, device=device.torch_device, mode=s.mode, ntta=s.ntta, overlap=s.overlap,
+            window_batch=s.window_batch, precision=s.precision, return_probabilities=bool(s.save_probabilities),
+        )
+        if device.is_cuda:
+            import torch
+
+            torch.cuda.synchronize(device.torch_device)  # timing only: localize needs it anyway
+        self.records[run_id].segment_stats = {k: v for k, v in result.stats.items() if k != "seconds"}
+        seconds = time.perf_counter() - t0
+        if s.save_probabilities:
+            folder = Path(s.save_probabilities)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_probabilities(folder / f"{run_id}.h5", result.probabilities, ensemble.labels)
+        return result.label_map, seconds
+
+    def localize(self, run_id: str, label_map, backend: str):
+        """(picks or None, host copy of the label map or None) for the writer."""
+        from pipeline.localize import localize
+
+        rec = self.records[run_id]
+        picks = None
+        if self.cfg.has("localize"):
+            t0 = time.perf_counter()
+            picks = localize(label_map, self.ctx.objects, self.cfg.voxel_size, self.cfg.localize, backend=backend)
+            rec.seconds["localize"] = time.perf_counter() - t0
+            rec.picks = {name: len(p) for name, p in picks.items()}
+        host_map = None
+        if self.outputs.wants_label_map:
+            host_map = label_map if isinstance(label_map, np.ndarray) else label_map.cpu().numpy()
+        return picks, host_map
+
+    def write(self, run_id: str, picks, host_map) -> None:
+        rec = self.records[run_id]
+        t0 = time.perf_counter()
+        self.outputs.write(run_id, picks, host_map)
+        rec.seconds["write"] = time.perf_counter() - t0
+        rec.status = DONE
+        what = "segmented"
+        if picks is not None:
+            what = f"{sum(rec.picks.values())} picks ({', '.join(f'{k} {v}' for k, v in rec.picks.items())})"
+        log.info("run %s: %s in %.1f s (%s)", run_id, what, sum(rec.seconds.values()),
+                 ", ".join(f"{k} {v:.2f}s" for k, v in rec.seconds.items()))
+
+    def _backend_for(self, label_map) -> str:
+        """gpu when the map is (or can be put) on this worker's GPU and CuPy is there; else the CPU."""
+        from pipeline.device import cupy_available
+
+        if self.ctx.device.is_cuda and self.cfg.has("localize") and cupy_available():
+            return "gpu"
+        return "cpu"
+
+    # ---------------------------------------------------------------------------------------------- the loop
+
+    def run(self, run_ids: Iterable[str]) -> list[RunRecord]:
+        order: list[str] = []
+
+        def started(run_id: str) -> None:
+            with self._lock:
+                self.records[run_id] = RunRecord(run_id, worker=self.worker)
+                order.append(run_id)
+            if self.on_start is not None:
+                self.on_start(run_id)
+
+        reader = _Reader(self.ctx, run_ids, self.cfg.read_ahead, self.abort, started)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomopick-writer")
+        localizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomopick-localize")
+        pending: list[tuple[str, Future]] = []
+
+        def settle(block: bool) -> None:
+            still = []
+            for run_id, fut in pending:
+                if block or fut.done():
+                    try:
+                        fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - reported per run, re-raised per on_error
+                        self.fail(run_id, exc)
+                    else:
+                        self._finish(self.records[run_id])
+                else:
+                    still.append((run_id, fut))
+            pending[:] = still
+
+        def then_write(run_id: str, fut: Future) -> Future:
+            return writer.submit(lambda: self.write(run_id, *fut.result()))
+
+        reader.start()
+        try:
+            while not self.failure:
+                item = reader.take()
+                if item is _END:
+                    break
+                run_id, data, read_error, read_seconds = item
+                rec = self.records[run_id]
+                rec.seconds["read"] = read_seconds
+                if read_error is not None:
+                    self.fail(run_id, read_error)
+                    continue
+                rec.shape_zyx = tuple(int(x) for x in data.shape)
+                try:
+                    if self.cfg.has("segment"):
+                        label_map, rec.seconds["segment"] = self.segment(run_id, data)
+                    else:
+                        label_map = data
+                    del data
+                    backend = self._backend_for(label_map)
+                    if backend == "gpu":
+                        import torch
+
+                        # hand torch's cached blocks (logits, stitch buffers) to CuPy, which has its own pool
+                        torch.cuda.empty_cache()
+                        done = Future()
+                        done.set_result(self.localize(run_id, label_map, "gpu"))
+                        pending.append((run_id, then_write(run_id, done)))
+                    else:  # one host copy, localized in the background while the next run is segmented
+                        host_map = label_map.cpu().numpy() if hasattr(label_map, "cpu") else np.asarray(label_map)
+                        del label_map
+                        pending.append((run_id, then_write(run_id, localizer.submit(self.localize, run_id,
+                                                                                       host_map, "cpu"))))
+                except Exception as exc:  # noqa: BLE001 - this run fails; the job goes on per on_error
+                    self.fail(run_id, exc)
+                settle(block=False)
+            settle(block=True)
+        except BaseException:
+            self.abort.set()  # e.g. Ctrl-C: the reader stops taking runs; what is in flight settles below
+            raise
+        finally:
+            localizer.shutdown(wait=True)
+            writer.shutdown(wait=True)
+            settle(block=True)
+        if self.failure:
+            raise RunFailed(
+                f"a run failed and output.on_error is 'raise': {self.failure[0]}; its partial output was removed. "
+                "Set output.on_error: skip to go on with the other runs"
+            ) from self.failure[0]
+        return [self.records[r] for r in order if self.records[r].status != "pending"]

@@ -1,0 +1,172 @@
+"""Which runs a job takes and what it picks: run selection by the first stage's input, shards, done markers,
+the objects to pick. Nothing here computes; everything reads the project through ``pipeline.copick_io``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from pipeline.errors import ConfigError, RunError
+from pipeline.objects import ParticleObject
+from pipeline.selectors import SegSelector, parse_seg_info
+
+log = logging.getLogger(__name__)
+
+
+def prepare_project(cfg: RunConfig):
+    """Open the project, making the synthetic one first when the config asks for it and it is absent."""
+    from pipeline import copick_io
+
+    if cfg.synthetic is not None and not Path(cfg.copick_config).is_file():
+        from pipeline.synthetic import make_synthetic_project
+
+        s = cfg.synthetic
+        log.info("making synthetic project %s (%d runs of %s, seed %d)", s.out, s.runs, tuple(s.shape), s.seed)
+        make_synthetic_project(s.out, runs=s.runs, shape=tuple(s.shape), seed=s.seed, snr=s.snr, density=s.density,
+                               write_label_map=s.write_label_map)
+    return copick_io.open_project(cfg.copick_config)
+
+
+def written_segmentation(cfg: RunConfig) -> SegSelector | None:
+    """The segmentation this job writes (segment stage with ``write_segmentation``), else None."""
+    if cfg.has("segment") and cfg.segment.write_segmentation:
+        return parse_seg_info(cfg.segment.write_segmentation)
+    return None
+
+
+def input_segmentation(cfg: RunConfig) -> SegSelector | None:
+    """The segmentation a localize-only job reads, else None."""
+    if cfg.has("localize") and not cfg.has("segment"):
+        return parse_seg_info(cfg.localize.segmentation)
+    return None
+
+
+def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str]]:
+    """Runs that have the first stage's input (tomogram, or segmentation for a localize-only job), this shard's
+    share of them, and {run: why skipped} for the others.
+
+    A selection that finds nothing is an error that lists what the project has; runs asked for that are missing
+    or lack the input are one warning.
+    """
+    from pipeline import copick_io
+
+    seg = input_segmentation(cfg)
+    if seg is not None:
+        runs, skipped = copick_io.runs_with_segmentation(root, cfg.voxel_size, seg, cfg.run_ids)
+        wanted = f"the segmentation {seg.uri()} at {cfg.voxel_size:g} A"
+    else:
+        runs, skipped = copick_io.runs_with_tomogram(root, cfg.voxel_size, cfg.tomo_alg, cfg.run_ids)
+        wanted = f"tomogram {cfg.tomo_alg}@{cfg.voxel_size:g}"
+    if not runs:
+        raise RunError(_nothing_selected(cfg, root, seg, wanted, skipped))
+    if skipped:
+        log.warning("%d run(s) skipped: %s", len(skipped),
+                    "; ".join(f"{run_id} ({reason})" for run_id, reason in skipped.items()))
+    shard = cfg.shard_index()
+    if shard is not None:
+        k, n = shard
+        runs = runs[k::n]
+        log.info("shard %d/%d: %d run(s)", k, n, len(runs))
+    return runs, skipped
+
+
+def _nothing_selected(cfg: RunConfig, root, seg, wanted: str, skipped: dict) -> str:
+    from pipeline import copick_io
+
+    project = cfg.copick_config
+    names = [r.name for r in root.runs]
+    if not names:
+        return f"{project}: the project has no runs; check copick_config (its static_root / overlay_root)"
+    if cfg.run_ids and all(r not in names for r in cfg.run_ids):
+        return (f"{project}: none of the runs asked for ({', '.join(cfg.run_ids)}) is in the project; it has "
+                f"{len(names)} run(s), e.g. {', '.join(names[:5])}; check run_ids / --run-ids")
+    have = copick_io.segmentation_inventory(root) if seg is not None else copick_io.tomogram_inventory(root)
+    listing = ", ".join(f"{k} ({v} run{'s' if v > 1 else ''})" for k, v in have.items()) or "none"
+    what = "segmentations" if seg is not None else "tomograms"
+    fix = ("check --seg-info/--seg-uri and --voxel-size, or run `tomopick segment` first" if seg is not None
+           else "check tomo_alg / voxel_size (--tomo-alg / --voxel-size)")
+    asked = f" of the {len(cfg.run_ids)} run(s) asked for" if cfg.run_ids else ""
+    return f"{project}: no run{asked} has {wanted}; the project's {what}: {listing}; {fix}"
+
+
+def marker_key(cfg: RunConfig) -> str:
+    """Which output a done marker vouches for: the picks (user, session) or, segment-only, the segmentation."""
+    if cfg.has("localize"):
+        return f"{cfg.localize.pick_user_id}_{cfg.localize.pick_session_id}"
+    seg = written_segmentation(cfg)
+    return f"segment-{seg.user_id}_{seg.session_id}_{seg.name}" if seg else "segment"
+
+
+def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
+    """A run is done when its marker exists (written last) and its outputs are there."""
+    from pipeline import copick_io
+
+    if not copick_io.run_done_marker(root, run_id, marker_key(cfg)).is_file():
+        return False  # never finished (or written before markers existed): redo it
+    loc = cfg.localize
+    if cfg.has("localize") and not all(
+        copick_io.picks_exist(root, run_id, o.name, loc.pick_user_id, loc.pick_session_id) for o in objects
+    ):
+        return False
+    seg = written_segmentation(cfg)
+    return seg is None or copick_io.segmentation_exists(root, run_id, cfg.voxel_size, seg)
+
+
+def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None) -> dict:
+    return {"run": run_id, "picks": picks, "segmentation": seg.uri() if seg is not None else None,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def objects_for_model(cfg: RunConfig, project_objects: list[ParticleObject], model_labels: dict[str, int]):
+    """The particle objects to pick after segmenting: those the model segments (its label ids win)."""
+    by_name = {o.name: o for o in project_objects}
+    wanted = cfg.localize.pick_objects
+    if wanted:
+        unknown = [n for n in wanted if n not in by_name or n not in model_labels]
+        if unknown:
+            raise ConfigError(
+                f"{cfg.source}: 'localize.pick_objects' names {unknown}, which are not both particle objects of the "
+                f"project ({', '.join(by_name)}) and labels of the model ({', '.join(model_labels)})"
+            )
+    names = wanted or [n for n in by_name if n in model_labels]
+    return [replace(by_name[n], label=int(model_labels[n])) for n in names]
+
+
+def objects_for_segmentation(cfg: RunConfig, project_objects: list[ParticleObject], log_labels: dict | None):
+    """The particle objects to pick from a stored segmentation, with label ids from its log when it has one.
+
+    Without ``localize.pick_objects``: the log's objects that are particles of the project or, without a log,
+    every particle object.
+    """
+    by_name = {o.name: o for o in project_objects}
+    wanted = cfg.localize.pick_objects
+    if wanted is None:
+        if log_labels is None:
+            wanted = list(by_name)
+        else:
+            wanted = [name for name in log_labels if name in by_name]
+            ignored = [name for name in log_labels if name not in by_name and name != "background"]
+            if ignored:
+                log.warning("segmentation labels %s are not particle objects of the project; not picking them",
+                            ", ".join(ignored))
+    chosen = []
+    for name in wanted:
+        if name not in by_name:
+            in_log = log_labels is not None and name in log_labels
+            raise ConfigError(
+                f"object '{name}' is {'in the segmentation log but ' if in_log else ''}not a particle object of "
+                f"{cfg.copick_config}, so it has no radius to size its picks; particle objects: "
+                f"{', '.join(by_name) or 'none'}"
+            )
+        obj = by_name[name]
+        if log_labels is not None and name in log_labels:
+            obj = replace(obj, label=int(log_labels[name]))
+        chosen.append(obj)
+    if not chosen:
+        raise ConfigError(f"no particle objects to pick in {cfg.copick_config}; check the pick objects and the "
+                          "segmentation's labels")
+    return chosen
