@@ -10,13 +10,12 @@ received and what to do.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from pipeline import schema
 from pipeline.errors import ConfigError, SelectorError
 from pipeline.selectors import parse_run_ids, parse_seg_info
 
@@ -139,6 +138,15 @@ def choices(section: str, key: str) -> tuple[str, ...]:
     return _CHOICES[(section, key)]
 
 
+def _choices_or_none(section: str, key: str):
+    return choices(section, key) if (section, key) in _CHOICES or (section, key) == ("localize", "method") else None
+
+
+def build(cls, data: dict, source: str, prefix: str = ""):
+    """One config dataclass from a mapping, every key and value checked (also for ``tomopick show|synth``)."""
+    return schema.build(cls, data, source, prefix, _choices_or_none)
+
+
 def default(cls, name: str):
     """The default of field ``name`` of config dataclass ``cls`` (for the CLI's help texts)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
@@ -153,95 +161,6 @@ def parse_shard(text, source: str = "config") -> tuple[int, int]:
     if n < 1 or not 0 <= k < n:
         raise ConfigError(f"{source}: shard {text!r} needs 0 <= K < N (K counts from 0), e.g. '0/4' .. '3/4'")
     return k, n
-
-
-def _type_ok(value, annotation) -> tuple[bool, object]:
-    """Check/convert one scalar value against a simple annotation; returns (ok, converted)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return True, None
-        for arg in args:
-            if arg is type(None):
-                continue
-            ok, conv = _type_ok(value, arg)
-            if ok:
-                return ok, conv
-        return False, value
-    if annotation in (list, "list") or origin is list:
-        if isinstance(value, (list, tuple)):
-            return True, list(value)
-        if isinstance(value, str):  # "a,b" is accepted where a list is expected (CLI habit)
-            return True, [v.strip() for v in value.split(",") if v.strip()]
-        return False, value
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is int:
-        return (isinstance(value, int) and not isinstance(value, bool)), value
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if annotation is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return True, str(value)
-        return False, value
-    return True, value
-
-
-def _describe(annotation) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-def build(cls, data: dict, source: str, prefix: str = ""):
-    """One config dataclass from a mapping, every key and value checked (also for ``tomopick show|synth``)."""
-    return _build(cls, data, source, prefix)
-
-
-def _build(cls, data, source: str, prefix: str):
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{prefix}' should be a mapping of keys, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            raise ConfigError(
-                f"{source}: unknown key '{where}'; valid keys{' under ' + prefix if prefix else ''}: "
-                f"{', '.join(sorted(fields))}"
-            )
-        hint = hints[key]
-        sub = _dataclass_of(hint)
-        if sub is not None:
-            if value is None and type(None) in typing.get_args(hint):
-                kwargs[key] = None
-            else:
-                kwargs[key] = _build(sub, value, source, where)
-            continue
-        ok, conv = _type_ok(value, hint)
-        if not ok:
-            raise ConfigError(
-                f"{source}: '{where}' should be {_describe(hint)}, got {type(value).__name__} {value!r}"
-            )
-        if (prefix, key) in _CHOICES or (prefix, key) == ("localize", "method"):
-            allowed = choices(prefix, key)
-            if conv not in allowed:
-                raise ConfigError(f"{source}: '{where}' is {conv!r}; choose one of {', '.join(allowed)}")
-        kwargs[key] = conv
-    return cls(**kwargs)
-
-
-def _dataclass_of(hint):
-    if dataclasses.is_dataclass(hint):
-        return hint
-    for arg in typing.get_args(hint):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
 
 
 def _resolve(path: str | None, base: Path) -> str | None:
@@ -332,7 +251,7 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     """Build and validate a RunConfig; relative paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    cfg = _build(RunConfig, data, source, "")
+    cfg = build(RunConfig, data, source)
     cfg.source = source
     base = Path(base_dir) if base_dir is not None else Path.cwd()
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from pipeline import atomic
 from pipeline.errors import ProjectError, RunError
 from pipeline.objects import ParticleObject
 from pipeline.selectors import SegSelector
@@ -58,31 +55,6 @@ def _import_copick():
 
 copick = _import_copick()
 
-__all__ = [
-    "ParticleObject",
-    "open_project",
-    "overlay_root",
-    "particle_objects",
-    "runs_with_tomogram",
-    "runs_with_segmentation",
-    "tomogram_shape",
-    "read_tomogram",
-    "iter_tomogram_slabs",
-    "write_segmentation",
-    "write_segmentation_log",
-    "segmentation_log_path",
-    "write_overlay_log",
-    "read_segmentation_labels",
-    "read_segmentation",
-    "segmentation_exists",
-    "remove_segmentation",
-    "write_picks",
-    "read_picks",
-    "picks_exist",
-    "remove_picks",
-    "zyx_vox_to_xyz_ang",
-    "xyz_ang_to_zyx_vox",
-]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,13 +233,6 @@ def read_tomogram(root, run_id: str, voxel_size: float, tomo_alg: str) -> np.nda
     return out
 
 
-def iter_tomogram_slabs(root, run_id: str, voxel_size: float, tomo_alg: str, slab: int = 64) -> Iterator:
-    """Yield ``(z0, float32 slab)`` along z, so a tomogram can be streamed without holding it whole."""
-    arr = _zarr_level0(_tomogram(root, run_id, voxel_size, tomo_alg))
-    for z0 in range(0, arr.shape[0], slab):
-        yield z0, np.asarray(arr[z0:z0 + slab], dtype=np.float32)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # segmentations
 
@@ -356,53 +321,6 @@ def runs_with_segmentation(root, voxel_size: float, seg: SegSelector, run_ids=No
     return found, skipped
 
 
-def segmentation_log_path(root, seg: SegSelector) -> Path:
-    return overlay_root(root) / "logs" / f"segment-{seg.user_id}_{seg.session_id}_{seg.name}.yaml"
-
-
-def write_segmentation_log(root, seg: SegSelector, params: dict) -> Path:
-    """Write octopi's segmentation parameters YAML (octopi's ``localize`` refuses to run without it)."""
-    if "labels" not in params:
-        raise ValueError("segmentation log parameters must include 'labels' (object name -> label id)")
-    return write_overlay_log(root, segmentation_log_path(root, seg).name, params)
-
-
-def write_overlay_log(root, filename: str, params: dict) -> Path:
-    """Write a parameters YAML to ``<overlay_root>/logs/filename`` (atomically), as octopi keeps its logs."""
-    return atomic.write_text(overlay_root(root) / "logs" / filename, yaml.safe_dump(_plain(params), sort_keys=False))
-
-
-def read_segmentation_labels(root, seg: SegSelector) -> dict[str, int] | None:
-    """Object name -> label id from the segmentation's log YAML; None when the log is absent."""
-    path = segmentation_log_path(root, seg)
-    if not path.is_file():
-        return None
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ProjectError(f"segmentation log '{path}': not valid YAML ({exc}); fix or delete it") from None
-    labels = params.get("labels") if isinstance(params, dict) else None
-    if labels is None:
-        # octopi nests parameters under a top-level key in some versions; accept the first 'labels' found
-        labels = _find_key(params, "labels")
-    if labels is None:
-        return None
-    if not isinstance(labels, dict):
-        raise ProjectError(f"segmentation log '{path}': 'labels' is {type(labels).__name__}, expected name -> id")
-    return {str(k): int(v) for k, v in labels.items()}
-
-
-def _find_key(tree, key):
-    if isinstance(tree, dict):
-        if key in tree:
-            return tree[key]
-        for value in tree.values():
-            found = _find_key(value, key)
-            if found is not None:
-                return found
-    return None
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # picks
 
@@ -430,24 +348,6 @@ def write_picks(
     except BaseException:
         _remove_quietly(copick_picks, f"picks {object_name} {user_id}/{session_id} of run '{run_id}'")
         raise
-
-
-def run_done_marker(root, run_id: str, key: str) -> Path:
-    """``<overlay_root>/logs/done-{key}/{run}.json``: written, atomically, after a run's last output.
-
-    ``key`` names the output it vouches for: ``{user}_{session}`` of the picks, or the segmentation of a
-    segment-only job. copick's ``new_picks`` stores an empty pick file before ``from_numpy`` fills it, so a
-    process killed in between leaves picks that look finished; the marker is what says they are.
-    """
-    return overlay_root(root) / "logs" / f"done-{key}" / f"{run_id}.json"
-
-
-def mark_run_done(root, run_id: str, key: str, info: dict) -> Path:
-    return atomic.write_text(run_done_marker(root, run_id, key), json.dumps(_plain(info), indent=1))
-
-
-def clear_run_done(root, run_id: str, key: str) -> None:
-    run_done_marker(root, run_id, key).unlink(missing_ok=True)
 
 
 def _find_picks(run, object_name: str, user_id: str, session_id: str):
@@ -486,20 +386,3 @@ def read_pick_scores(root, run_id: str, object_name: str, user_id: str, session_
     if copick_picks is None:
         return np.zeros(0, dtype=np.float64)
     return copick_picks.scores()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# small helpers
-
-
-def _plain(value):
-    """Turn numpy scalars / tuples / Paths into plain YAML-safe Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -31,13 +31,11 @@ KD-trees (no dense distance matrices).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -64,9 +62,6 @@ SUMMARY_KEYS = (
     "false_negatives",
 )
 
-AVERAGE_METRICS_FILE = "average_metrics.yaml"
-METRICS_FILE = "metrics.json"
-PLOT_FILE = "scores.png"
 
 
 @dataclass(frozen=True)
@@ -311,22 +306,6 @@ def score_picks(
     )
 
 
-def select_objects(objects: Sequence[ParticleObject], names: Iterable[str] | None) -> list[ParticleObject]:
-    """The objects named (in the order given), or all when ``names`` is None; unknown names are an error."""
-    objects = list(objects)
-    if not names:
-        return objects
-    by_name = {o.name: o for o in objects}
-    names = list(names)
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ConfigError(
-            f"object names {unknown} are not particle objects of the project; "
-            f"known particle objects: {', '.join(by_name) or '(none)'}"
-        )
-    return [by_name[n] for n in dict.fromkeys(names)]
-
-
 def evaluate_project(
     root,
     objects: Sequence[ParticleObject],
@@ -408,104 +387,3 @@ def evaluate_project(
 def project_run_ids(root) -> list[str]:
     """Names of every run in the project."""
     return [run.name for run in root.runs]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reports
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _plain(value):
-    """numpy scalars -> Python numbers, recursively, so YAML/JSON stay plain."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-def average_metrics_document(result: EvaluationResult) -> dict:
-    """octopi's ``average_metrics.yaml`` content (same keys, same order) plus our own ``parameters``."""
-    return _plain(
-        {
-            "input": result.input_params,
-            "final_fbeta_score": result.final_fbeta_score,
-            "aggregated_particle_scores": {
-                o.name: {
-                    "tp": result.aggregated[o.name].tp,
-                    "fp": result.aggregated[o.name].fp,
-                    "fn": result.aggregated[o.name].fn,
-                    "weight": o.weight,
-                }
-                for o in result.objects
-            },
-            "summary_metrics": result.summary,
-            "parameters": parameters_block(result),
-        }
-    )
-
-
-def parameters_block(result: EvaluationResult) -> dict:
-    # octopi's two keys first (same names), then what else decides the numbers.
-    return {
-        "distance_threshold_scale": result.distance_threshold_scale,
-        "runIDs": result.requested_run_ids,
-        "metric": result.metric,
-        "beta": result.beta,
-        "voxel_size": result.voxel_size,
-    }
-
-
-def metrics_document(result: EvaluationResult) -> dict:
-    """octopi's ``metrics.json`` content: input, per-run per-object metrics, parameters."""
-    return _plain({"input": result.input_params, "metrics": result.per_run, "parameters": parameters_block(result)})
-
-
-def write_reports(result: EvaluationResult, save_path) -> list[Path]:
-    """Write ``average_metrics.yaml``, ``metrics.json`` (octopi's structure) and ``scores.png`` (per-object
-    precision, recall and F-beta) into ``save_path`` (created). Returns the paths written."""
-    import yaml
-
-    from pipeline import atomic, plots
-
-    out_dir = Path(save_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    yaml_path = atomic.write_text(out_dir / AVERAGE_METRICS_FILE, yaml.safe_dump(
-        average_metrics_document(result), indent=4, default_flow_style=False, sort_keys=False))
-    json_path = atomic.write_text(out_dir / METRICS_FILE, json.dumps(metrics_document(result), indent=4))
-    png_path = plots.plot_scores(result, out_dir / PLOT_FILE)
-    log.info("evaluation reports written to %s", out_dir)
-    return [yaml_path, json_path, png_path]
-
-
-def format_table(result: EvaluationResult) -> str:
-    """Per-object table (summed counts, precision, recall, F-beta, weight; mean +- std F-beta over runs) and
-    the final weighted score."""
-    scores = result.object_scores()
-    width = max([len("object")] + [len(o.name) for o in result.objects])
-    header = (
-        f"{'object':<{width}}  {'weight':>6}  {'TP':>6}  {'FP':>6}  {'FN':>6}  {'precision':>9}  {'recall':>6}  "
-        f"{'F' + format(result.beta, 'g'):>6}  {'F-beta per run (mean +- std)':>28}"
-    )
-    lines = [
-        f"{result.metric} rule, threshold {result.distance_threshold_scale:g} x radius, beta {result.beta:g}, "
-        f"{len(result.run_ids)} runs",
-        header,
-        "-" * len(header),
-    ]
-    for o in result.objects:
-        c = result.aggregated[o.name]
-        p, r, f = scores[o.name]
-        fb = result.summary[o.name]["fbeta_score"]
-        per_run = "n/a" if math.isnan(fb["mean"]) else f"{fb['mean']:.3f} +- {fb['std']:.3f}"
-        lines.append(
-            f"{o.name:<{width}}  {o.weight:>6g}  {c.tp:>6d}  {c.fp:>6d}  {c.fn:>6d}  {p:>9.3f}  {r:>6.3f}  "
-            f"{f:>6.3f}  {per_run:>28}"
-        )
-    lines.append("-" * len(header))
-    lines.append(f"final weighted F{result.beta:g} score: {result.final_fbeta_score:.4f}")
-    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -13,3 +14,21 @@ class ParticleObject:
     label: int
     radius: float
     weight: float = 1.0
+
+
+def select_objects(objects: Sequence[ParticleObject], names: Iterable[str] | None) -> list[ParticleObject]:
+    """The objects named (in the order given), or all when ``names`` is None; unknown names are an error."""
+    objects = list(objects)
+    if not names:
+        return objects
+    by_name = {o.name: o for o in objects}
+    names = list(names)
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"object names {unknown} are not particle objects of the project; "
+            f"known particle objects: {', '.join(by_name) or '(none)'}"
+        )
+    return [by_name[n] for n in dict.fromkeys(names)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import copick_io
+from pipeline import copick_io, overlay_files
 from pipeline.errors import ProjectError, RunError
 from pipeline.selectors import SegSelector
 from pipeline.synthetic import copick_config_dict
@@ -81,9 +81,6 @@ def test_tomogram_read_whole_and_by_slabs(empty_project):
     got = copick_io.read_tomogram(root, "run_a", VS, "wbp")
     assert got.dtype == np.float32 and got.shape == (37, 64, 51)
     np.testing.assert_array_equal(got, tomo)
-    slabs = list(copick_io.iter_tomogram_slabs(root, "run_a", VS, "wbp", slab=16))
-    assert [z0 for z0, _ in slabs] == [0, 16, 32]
-    np.testing.assert_array_equal(np.concatenate([s for _, s in slabs]), tomo)
 
 
 def test_segmentation_round_trip_overwrite_and_log(empty_project):
@@ -104,11 +101,11 @@ def test_segmentation_round_trip_overwrite_and_log(empty_project):
     np.testing.assert_array_equal(copick_io.read_segmentation(root, "run_a", VS, seg), label_map[::-1])
 
     labels = {"apo-ferritin": 1, "ribosome": 4}
-    path = copick_io.write_segmentation_log(root, seg, {"labels": labels, "ntta": 4})
+    path = overlay_files.write_segmentation_log(root, seg, {"labels": labels, "ntta": 4})
     assert path == copick_io.overlay_root(root) / "logs" / "segment-octopi_1_predict.yaml"
     assert yaml.safe_load(path.read_text())["labels"] == labels
-    assert copick_io.read_segmentation_labels(root, seg) == labels
-    assert copick_io.read_segmentation_labels(root, SegSelector("other", "octopi", "1")) is None
+    assert overlay_files.read_segmentation_labels(root, seg) == labels
+    assert overlay_files.read_segmentation_labels(root, SegSelector("other", "octopi", "1")) is None
 
 
 def test_failed_segmentation_write_leaves_nothing(empty_project, monkeypatch):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import copick_io
+from pipeline import copick_io, overlay_files
 from pipeline.config import config_from_dict
 from pipeline.selectors import SegSelector
 
@@ -63,7 +63,7 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
         assert copick_io.segmentation_exists(root, run_id, 10.0, SegSelector("predict", "octopi", "1"))
         total = sum(len(v) for v in picks_of(synth_project, run_id).values())
         assert total > 0
-    labels = copick_io.read_segmentation_labels(root, SegSelector("predict", "octopi", "1"))
+    labels = overlay_files.read_segmentation_labels(root, SegSelector("predict", "octopi", "1"))
     assert labels["ribosome"] == 4
     report = json.loads(result.report_path.read_text())
     assert report["summary"]["runs_done"] == 2
@@ -90,7 +90,7 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
     # a process killed while writing TS_7_1 (copick's new_picks stores an empty pick file before from_numpy
     # fills it) leaves no completion marker: that run is redone, the finished one is not
     finished = picks_of(synth_project, "TS_7_1")
-    marker = copick_io.run_done_marker(root, "TS_7_1", "octopi_1")
+    marker = overlay_files.run_done_marker(root, "TS_7_1", "octopi_1")
     assert json.loads(marker.read_text())["picks"] == {k: len(v) for k, v in finished.items()}
     marker.unlink()
     emptied = max(finished, key=lambda name: len(finished[name]))
@@ -134,7 +134,7 @@ def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatc
     assert not copick_io.segmentation_exists(root, "TS_7_1", 10.0, SegSelector("predict", "octopi", "1"))
     for o in copick_io.particle_objects(root):
         assert not copick_io.picks_exist(root, "TS_7_1", o.name, "octopi", "1")
-    assert not copick_io.run_done_marker(root, "TS_7_1", "octopi_1").exists()
+    assert not overlay_files.run_done_marker(root, "TS_7_1", "octopi_1").exists()
     if on_error == "skip":
         assert copick_io.segmentation_exists(root, "TS_7_0", 10.0, SegSelector("predict", "octopi", "1"))
 
@@ -237,7 +237,7 @@ def test_a_worker_that_dies_fails_its_run_loudly(synth_project, tmp_path):
     assert records["TS_7_1"].status == "failed" and "WorkerDied" in records["TS_7_1"].error
     assert "died (exit code -9)" in records["TS_7_1"].error
     for run_id, rec in records.items():
-        marker = copick_io.run_done_marker(root, run_id, marker_key(cfg))
+        marker = overlay_files.run_done_marker(root, run_id, marker_key(cfg))
         has_picks = any(copick_io.picks_exist(root, run_id, o.name, "octopi", "1") for o in ctx.objects)
         if rec.status == "done":
             assert marker.is_file() and has_picks

@@ -17,19 +17,15 @@ from pipeline.errors import ConfigError
 from pipeline.evaluate import (
     SUMMARY_KEYS,
     Counts,
-    average_metrics_document,
     final_score,
-    format_table,
-    metrics_document,
     object_fbeta,
     resolve_threshold_scale,
     score_object,
     score_picks,
-    select_objects,
     summarize_runs,
-    write_reports,
 )
-from pipeline.objects import ParticleObject
+from pipeline.evaluate_report import average_metrics_document, format_table, metrics_document, write_reports
+from pipeline.objects import ParticleObject, select_objects
 
 # ------------------------------------------------------------------------------------------------------------
 # brute force: dense distance matrices, written straight from the rules' definitions

@@ -24,7 +24,8 @@ octopi_evaluate = pytest.importorskip("octopi.processing.evaluate")
 copick_io = pytest.importorskip("pipeline.copick_io")
 synthetic = pytest.importorskip("pipeline.synthetic")
 
-from pipeline.evaluate import evaluate_project, write_reports  # noqa: E402
+from pipeline.evaluate import evaluate_project  # noqa: E402
+from pipeline.evaluate_report import write_reports  # noqa: E402
 
 VOXEL_SIZE = 10.0
 GT = ("gt-mixed", "0")  # a ground truth with gaps: missing and empty pick sets

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from scipy.spatial import cKDTree
 
-from pipeline import copick_io
+from pipeline import copick_io, overlay_files
 from pipeline.cli import main
 from pipeline.selectors import SegSelector
 
@@ -70,7 +70,7 @@ def test_label_ids_come_from_the_segmentation_log(synth_project):
     root = copick_io.open_project(synth_project)
     labels = {o.name: o.label for o in copick_io.particle_objects(root)}
     swapped = dict(labels, ribosome=labels["apo-ferritin"], **{"apo-ferritin": labels["ribosome"]})
-    copick_io.write_segmentation_log(root, SegSelector("targets", "data-portal", "0"), {"labels": swapped})
+    overlay_files.write_segmentation_log(root, SegSelector("targets", "data-portal", "0"), {"labels": swapped})
     # radii differ a lot, so keep every region: only positions are compared
     assert main(["localize", "-c", str(synth_project), *SEG, "-m", "com", "-rmin", "0", "-rmax", "5",
                  "-obj", "ribosome"]) == 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import copick_io
+from pipeline import copick_io, overlay_files
 from pipeline.cli import main
 from pipeline.selectors import SegSelector
 from pipeline.synthetic import CZII_OBJECTS, make_synthetic_project
@@ -50,8 +50,8 @@ def test_segment_writes_segmentations_and_log(project):
         assert written.dtype == np.uint8 and written.shape == tomo.shape == (20, 36, 30)
         direct = segment_volume(tomo, ens, mode="fast", ntta=2).label_map.numpy()
         np.testing.assert_array_equal(written, direct)
-    assert copick_io.read_segmentation_labels(root, seg) == LABELS
-    params = yaml.safe_load(copick_io.segmentation_log_path(root, seg).read_text())
+    assert overlay_files.read_segmentation_labels(root, seg) == LABELS
+    params = yaml.safe_load(overlay_files.segmentation_log_path(root, seg).read_text())
     assert params["labels"] == LABELS
     assert params["parameters"] == {"sw_bs": 4, "overlap": 0.5, "ntta": 2}
     assert params["outputs"] == {"seg_name": "predict", "seg_user_id": "octopi", "seg_session_id": "1"}

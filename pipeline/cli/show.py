@@ -57,7 +57,7 @@ def run(args) -> int:
     from pipeline.cli.common import list_arg
     from pipeline.config import RunConfig, build, default
     from pipeline.errors import ConfigError, RunError
-    from pipeline.evaluate import select_objects
+    from pipeline.objects import select_objects
     from pipeline.selectors import TomoSelector, resolve_tomo
 
     def given(**kw):

@@ -23,7 +23,7 @@ class WorkerContext:
     @classmethod
     def open(cls, cfg: RunConfig, device: DeviceChoice | str | None = None, root=None) -> WorkerContext:
         """Resolve the device, open the project, load the models and check their labels against the project."""
-        from pipeline import copick_io
+        from pipeline import copick_io, overlay_files
         from pipeline.run.select import input_segmentation, objects_for_model, objects_for_segmentation
 
         if not isinstance(device, DeviceChoice):
@@ -40,7 +40,7 @@ class WorkerContext:
             objects = objects_for_model(cfg, project_objects, ensemble.labels)
         else:
             seg = input_segmentation(cfg)
-            log_labels = copick_io.read_segmentation_labels(root, seg)
+            log_labels = overlay_files.read_segmentation_labels(root, seg)
             if log_labels is None:
                 log.info("no segmentation log for %s; label ids from the copick config", seg.uri())
             objects = objects_for_segmentation(cfg, project_objects, log_labels)

@@ -41,14 +41,14 @@ def worker_devices(cfg: RunConfig, device: DeviceChoice) -> list[str]:
 
 
 def _write_parameter_logs(cfg: RunConfig, ctx: WorkerContext) -> None:
-    from pipeline import copick_io
+    from pipeline import overlay_files
 
     seg = written_segmentation(cfg)
     if seg is not None:
-        copick_io.write_segmentation_log(ctx.root, seg, segmentation_log_params(cfg, ctx.ensemble, ctx.device))
+        overlay_files.write_segmentation_log(ctx.root, seg, segmentation_log_params(cfg, ctx.ensemble, ctx.device))
     if cfg.has("localize"):
         loc = cfg.localize
-        copick_io.write_overlay_log(ctx.root, f"localize-{loc.pick_user_id}_{loc.pick_session_id}.yaml",
+        overlay_files.write_overlay_log(ctx.root, f"localize-{loc.pick_user_id}_{loc.pick_session_id}.yaml",
                                     localize_log_params(cfg, ctx.objects))
 
 
@@ -119,7 +119,9 @@ def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_
     """Score the picks ``localize.pick_user_id/pick_session_id`` of ``run_ids`` (None: every run) against the
     ground truth of ``cfg.evaluate``; write the reports to ``evaluate.save_path`` (relative to ``out_dir``, or
     the working directory without one). Returns (EvaluationResult, table, paths written)."""
-    from pipeline.evaluate import evaluate_project, format_table, select_objects, write_reports
+    from pipeline.evaluate import evaluate_project
+    from pipeline.evaluate_report import format_table, write_reports
+    from pipeline.objects import select_objects
 
     ev, loc = cfg.evaluate, cfg.localize
     if ev.object_names:

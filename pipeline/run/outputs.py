@@ -26,11 +26,11 @@ class RunOutputs:
         return self.seg is not None
 
     def write(self, run_id: str, picks: dict | None, label_map_host: np.ndarray | None) -> None:
-        from pipeline import copick_io
+        from pipeline import copick_io, overlay_files
 
         loc = self.cfg.localize
         # a failure here reaches the loop's fail(), which removes whatever of this run was written
-        copick_io.clear_run_done(self.root, run_id, self.key)
+        overlay_files.clear_run_done(self.root, run_id, self.key)
         if self.seg is not None and label_map_host is not None:
             copick_io.write_segmentation(self.root, run_id, label_map_host, self.cfg.voxel_size, self.seg)
         counts = {}
@@ -40,15 +40,15 @@ class RunOutputs:
                 copick_io.write_picks(self.root, run_id, obj.name, p.centers_zyx_vox, self.cfg.voxel_size,
                                       loc.pick_user_id, loc.pick_session_id, scores=p.scores)
                 counts[obj.name] = len(p)
-        copick_io.mark_run_done(self.root, run_id, self.key, done_marker_info(run_id, counts, self.seg))
+        overlay_files.mark_run_done(self.root, run_id, self.key, done_marker_info(run_id, counts, self.seg))
 
     def remove(self, run_id: str) -> None:
         """Undo a run's outputs so a failed run never looks complete."""
-        from pipeline import copick_io
+        from pipeline import copick_io, overlay_files
 
         loc = self.cfg.localize
         try:
-            copick_io.clear_run_done(self.root, run_id, self.key)
+            overlay_files.clear_run_done(self.root, run_id, self.key)
             if self.seg is not None:
                 copick_io.remove_segmentation(self.root, run_id, self.cfg.voxel_size, self.seg)
             if self.picks:

@@ -103,9 +103,9 @@ def marker_key(cfg: RunConfig) -> str:
 
 def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
     """A run is done when its marker exists (written last) and its outputs are there."""
-    from pipeline import copick_io
+    from pipeline import copick_io, overlay_files
 
-    if not copick_io.run_done_marker(root, run_id, marker_key(cfg)).is_file():
+    if not overlay_files.run_done_marker(root, run_id, marker_key(cfg)).is_file():
         return False  # never finished (or written before markers existed): redo it
     loc = cfg.localize
     if cfg.has("localize") and not all(
