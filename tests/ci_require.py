@@ -3,7 +3,9 @@
 A test marked ``@pytest.mark.requires("NAME")`` skips as usual where its optional dependency is missing (octopi
 for the parity tests, libNVVM for the PTX compile test). With ``TOMOPICK_REQUIRE=NAME[,NAME...]`` in the
 environment, a skip of such a test is reported as a failure instead, and the session fails if no test marked
-with a required name passed at all (a renamed, deselected or uncollected module cannot pass CI unseen).
+with a required name passed at all (a renamed, deselected or uncollected module cannot pass CI unseen). The
+variable is taken out of the environment once read: a pytest that a test starts (tests/test_localize_cudasim.py
+runs one) is not held to it.
 
 tests/conftest.py imports these hooks; the module stays separate so tests/test_ci_require.py can load it into
 an inner pytest run.
@@ -17,6 +19,7 @@ import pytest
 
 ENV = "TOMOPICK_REQUIRE"
 _STASH = pytest.StashKey[dict]()
+_VALUE = pytest.StashKey[str]()
 
 
 def required_names() -> set[str]:
@@ -32,6 +35,8 @@ def pytest_configure(config):
         "markers", f"requires(name): needs an optional dependency; must not skip when {ENV} names it"
     )
     config.stash[_STASH] = {name: 0 for name in required_names()}
+    # read once and removed: a pytest that a test starts is not CI's session
+    config.stash[_VALUE] = os.environ.pop(ENV, "")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -46,7 +51,7 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = (
-            f"{item.nodeid} skipped, but {ENV}={os.environ.get(ENV)} requires {', '.join(sorted(names))} to run "
+            f"{item.nodeid} skipped, but {ENV}={item.config.stash[_VALUE]} requires {', '.join(sorted(names))} to run "
             f"(see .ci/run for how CI installs it): {reason}"
         )
     elif report.passed and report.when == "call":
@@ -67,5 +72,5 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for name in _missing(config):
         terminalreporter.write_line(
-            f"FAILED {ENV}={os.environ.get(ENV)}: no test marked requires({name!r}) passed", red=True
+            f"FAILED {ENV}={config.stash[_VALUE]}: no test marked requires({name!r}) passed", red=True
         )
