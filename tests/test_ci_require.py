@@ -54,6 +54,7 @@ def test_a_requirement_that_passes_and_unmarked_skips_do_not_fail(pytester, monk
     result = _run(pytester, monkeypatch, " nvvm ")
     result.assert_outcomes(passed=1, skipped=2)
     assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["TOMOPICK_REQUIRE= nvvm : nvvm: 1 passed"])
 
 
 def test_a_skip_in_a_fixture_fails_too(pytester, monkeypatch):
