@@ -2,7 +2,10 @@
 
 The simulator (tests/test_localize_cudasim.py) runs the kernels as Python, so it cannot see what only the CUDA
 compiler rejects: numba >= 0.66's CUDA target refuses ``max(a, b)``, for one (numba#10753). This compiles each
-kernel with libNVVM, no GPU needed; it is skipped where no CUDA toolkit (libNVVM) is installed.
+kernel with libNVVM, no GPU needed. It is skipped where numba finds no libNVVM and CUDA runtime (a CUDA toolkit,
+or the nvidia-cuda-nvcc-cu12 and nvidia-cuda-runtime-cu12 wheels that numba-cuda[cu12] brings); .ci/run installs
+those wheels beside the venv, points numba at them (CUDA_HOME, LD_LIBRARY_PATH) and sets
+``TOMOPICK_REQUIRE=nvvm``, under which a skip fails.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 import pytest
 
 import kernels
+
+pytestmark = pytest.mark.requires("nvvm")
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("the CUDA simulator is on: nothing to compile", allow_module_level=True)

@@ -1,31 +1,34 @@
 """Parity with octopi 1.7's own evaluator on the same picks: every per-run metric, the aggregated TP/FP/FN, the
 summary means/stds and the final score must be identical.
 
-octopi is not a dependency, so this module is skipped unless ``octopi.processing.evaluate`` imports. It needs only
-octopi's and copick-utils' pure-Python sources next to the installed copick, without installing them:
+octopi is not a dependency (its wheel pulls a CUDA torch, mlflow, optuna ...), but ``octopi.processing.evaluate``
+needs only octopi's and copick-utils' pure-Python sources beside this environment's copick, scipy and yaml. So
+octopi's evaluator runs in a child Python whose PYTHONPATH starts with ``TOMOPICK_OCTOPI_PATH`` (os.pathsep
+separated folders), and this process never imports octopi. .ci/run sets it up like this:
 
-    pip download --no-deps -d /tmp/octopi octopi==1.7.0 copick-utils
-    unzip -oq /tmp/octopi/octopi-1.7.0-py3-none-any.whl -d /tmp/octopi-x
-    unzip -oq /tmp/octopi/copick_utils-*.whl -d /tmp/cu-x
-    PYTHONPATH=/tmp/cu-x:/tmp/octopi-x pytest tests/test_evaluate_octopi_parity.py
+    pip install --no-deps --target /tmp/octopi-side octopi==1.7.0 copick-utils==1.10.2
+    TOMOPICK_OCTOPI_PATH=/tmp/octopi-side pytest tests/test_evaluate_octopi_parity.py
+
+Without it (and without octopi installed) the tests skip; with ``TOMOPICK_REQUIRE=octopi`` (CI) a skip fails.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import yaml
 
-octopi_evaluate = pytest.importorskip("octopi.processing.evaluate")
-copick_io = pytest.importorskip("pipeline.copick_io")
-synthetic = pytest.importorskip("pipeline.synthetic")
+from pipeline import copick_io, synthetic
+from pipeline.evaluate import evaluate_project
+from pipeline.evaluate_report import write_reports
 
-from pipeline.evaluate import evaluate_project  # noqa: E402
-from pipeline.evaluate_report import write_reports  # noqa: E402
+pytestmark = pytest.mark.requires("octopi")
 
 VOXEL_SIZE = 10.0
 GT = ("gt-mixed", "0")  # a ground truth with gaps: missing and empty pick sets
@@ -67,6 +70,38 @@ def project(tmp_path_factory):
     return config, objects, runs
 
 
+# runs in the child: octopi 1.7's evaluator on the arguments in argv[1] (JSON)
+OCTOPI_RUNNER = """
+import json, sys, warnings
+import numpy as np
+from octopi.processing import evaluate
+a = json.loads(sys.argv[1])
+ev = evaluate.evaluator(a["config"], a["gt_user"], a["gt_session"], a["pred_user"], a["pred_session"],
+                        voxel_size=a["voxel_size"], beta=a["beta"], object_names=a["object_names"])
+with np.errstate(all="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # octopi's np.mean([]) for objects with no scored run
+    ev.run(save_path=a["save_path"], distance_threshold_scale=a["scale"], runIDs=a["run_ids"])
+"""
+
+
+@pytest.fixture(scope="module")
+def octopi_env():
+    """The environment of a child Python that imports octopi 1.7's evaluator; skips where none does."""
+    side = os.environ.get("TOMOPICK_OCTOPI_PATH", "")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (side, os.environ.get("PYTHONPATH")) if p))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import octopi, octopi.processing.evaluate; print(octopi.__version__)"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"octopi.processing.evaluate does not import (TOMOPICK_OCTOPI_PATH={side!r}): {last}")
+    version = probe.stdout.strip()
+    if not version.startswith("1.7."):
+        pytest.skip(f"octopi {version} found; parity is defined against octopi 1.7")
+    return env
+
+
 def _same(a, b, where=""):
     """Equal data, NaN == NaN, ints and floats compared by value (octopi writes weight 1 or 1.0 alike)."""
     if isinstance(a, dict):
@@ -83,16 +118,19 @@ def _same(a, b, where=""):
     "object_names, run_subset, scale",
     [(None, None, 0.8), (["ribosome", "apo-ferritin", "beta-amylase"], 2, 0.5), (None, None, 1.0)],
 )
-def test_same_numbers_as_octopi(project, tmp_path, object_names, run_subset, scale, capsys):
+def test_same_numbers_as_octopi(octopi_env, project, tmp_path, object_names, run_subset, scale):
     config, objects, runs = project
     run_ids = runs[:run_subset] if run_subset else None
-    evaluator = octopi_evaluate.evaluator(
-        str(config), GT[0], GT[1], PRED[0], PRED[1], voxel_size=VOXEL_SIZE, beta=4, object_names=object_names
-    )
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # octopi's np.mean([]) for objects with no scored run
-        evaluator.run(save_path=str(tmp_path / "octopi"), distance_threshold_scale=scale, runIDs=run_ids)
-    capsys.readouterr()
+    args = {
+        "config": str(config), "gt_user": GT[0], "gt_session": GT[1], "pred_user": PRED[0],
+        "pred_session": PRED[1], "voxel_size": VOXEL_SIZE, "beta": 4, "object_names": object_names,
+        "save_path": str(tmp_path / "octopi"), "scale": scale, "run_ids": run_ids,
+    }  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-c", OCTOPI_RUNNER, json.dumps(args)],
+        env=octopi_env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert child.returncode == 0, f"octopi's evaluator failed:\n{child.stdout[-2000:]}{child.stderr[-4000:]}"
 
     root = copick_io.open_project(config)
     chosen = objects if object_names is None else [next(o for o in objects if o.name == n) for n in object_names]
