@@ -52,6 +52,7 @@ class SegmentConfig:
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
     write_segmentation: str | None = DEFAULT_SEGMENTATION  # NAME,USER_ID,SESSION_ID, or null to not write it
     save_probabilities: str | None = None  # folder for per-run HDF5 probabilities
+    nonfinite: str = "error"  # NaN/inf voxels in a tomogram: error (the run fails, naming them) | zero (set to 0)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class RunConfig:
 _CHOICES = {
     ("segment", "mode"): ("fast", "compat"),
     ("segment", "precision"): ("auto", "fp32", "fp16", "bf16"),
+    ("segment", "nonfinite"): ("error", "zero"),
     ("evaluate", "metric"): ("octopi", "czii"),
     ("output", "on_error"): ("raise", "skip"),
 }
@@ -170,6 +172,17 @@ def _resolve(path: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+def check_copick_id(value: str, where: str, source: str) -> None:
+    """A user or session id tomopick writes under: copick names files ``{user}_{session}_{object}.json`` and
+    splits them on ``_`` when it lists them, so an id with ``_`` would be stored under one name and found under
+    another (evaluation would then find nothing, and every rerun would redo every run)."""
+    if "_" in str(value):
+        raise ConfigError(f"{source}: {where} {value!r} contains '_', which copick uses to separate user, session "
+                          f"and object in its file names; use e.g. {str(value).replace('_', '-')!r}")
+    if not str(value).strip():
+        raise ConfigError(f"{source}: {where} is empty; give a copick user / session id")
+
+
 def _check_segment(s: SegmentConfig, source: str) -> None:
     if not 1 <= s.ntta <= MAX_NTTA:
         raise ConfigError(f"{source}: 'segment.ntta' should be 1..{MAX_NTTA} (octopi's test-time transforms), "
@@ -180,9 +193,11 @@ def _check_segment(s: SegmentConfig, source: str) -> None:
         raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
     if s.write_segmentation is not None:
         try:
-            parse_seg_info(s.write_segmentation)
+            seg = parse_seg_info(s.write_segmentation)
         except SelectorError as exc:
             raise ConfigError(f"{source}: 'segment.write_segmentation': {exc}") from None
+        check_copick_id(seg.user_id, "the user id of 'segment.write_segmentation'", source)
+        check_copick_id(seg.session_id, "the session id of 'segment.write_segmentation'", source)
 
 
 def _check_localize(loc: LocalizeConfig, source: str) -> None:
@@ -196,8 +211,7 @@ def _check_localize(loc: LocalizeConfig, source: str) -> None:
             f"{loc.radius_min_scale} and {loc.radius_max_scale}"
         )
     for key in ("pick_user_id", "pick_session_id"):
-        if not str(getattr(loc, key)).strip():
-            raise ConfigError(f"{source}: 'localize.{key}' is empty; give a copick user / session id")
+        check_copick_id(getattr(loc, key), f"'localize.{key}'", source)
     try:
         parse_seg_info(loc.segmentation)
     except SelectorError as exc:

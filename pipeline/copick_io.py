@@ -209,11 +209,59 @@ def runs_with_tomogram(root, voxel_size: float, tomo_alg: str, run_ids=None) -> 
     return found, skipped
 
 
-def _zarr_level0(tomo):
+def _zarr_level0(copick_obj):
     import zarr
 
-    group = zarr.open(tomo.zarr(), mode="r")
+    group = zarr.open(copick_obj.zarr(), mode="r")
     return group["0"]
+
+
+def _where(copick_obj) -> str:
+    return str(getattr(copick_obj, "path", None) or copick_obj)
+
+
+def _missing_chunks(arr) -> list[str]:
+    """Chunk keys of a zarr array that are absent from its store: zarr would read them as its fill value
+    (zeros), silently. Checked by listing the store once (``nchunks_initialized``) and only then key by key."""
+    import itertools
+    import math
+
+    if arr.nchunks_initialized >= arr.nchunks:
+        return []
+    grid = [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
+    store = arr.chunk_store if arr.chunk_store is not None else arr.store
+    prefix = f"{arr.path}/" if arr.path else ""
+    sep = getattr(arr, "_dimension_separator", None) or "."
+    return [key for key in (prefix + sep.join(map(str, idx)) for idx in itertools.product(*grid))
+            if key not in store]
+
+
+def read_array(copick_obj, what: str, dtype) -> np.ndarray:
+    """Level 0 of a copick tomogram or segmentation as a numpy array of ``dtype``, read chunk slab by chunk slab.
+
+    A missing chunk (zarr would read zeros) or an unreadable one (corrupt compression, a missing ``.zattrs`` or
+    level) is a RunError naming ``what`` and the store's path, never zeros or a bare traceback.
+    """
+    where = _where(copick_obj)
+    try:
+        arr = _zarr_level0(copick_obj)
+        missing = _missing_chunks(arr)
+        if missing:
+            raise RunError(f"{what}: {len(missing)} of {arr.nchunks} chunks of array '0' are missing from {where} "
+                           f"(e.g. {', '.join(missing[:3])}); zarr would read them as zeros. Re-write or re-download "
+                           "it")
+        if arr.ndim != 3:
+            raise RunError(f"{what} has shape {arr.shape} at {where}, expected 3 axes (z, y, x)")
+        out = np.empty(arr.shape, dtype=dtype)
+        step = int(arr.chunks[0]) if arr.chunks else 64
+        for z0 in range(0, arr.shape[0], step):
+            out[z0:z0 + step] = arr[z0:z0 + step]
+        return out
+    except RunError:
+        raise
+    except Exception as exc:  # zarr / numcodecs raise KeyError, ValueError, RuntimeError ("blosc decompression")
+        raise RunError(f"{what}: cannot read {where}: {type(exc).__name__}: {exc}; the store is damaged or "
+                       "incomplete, re-write or re-download it") from None
 
 
 def tomogram_shape(root, run_id: str, voxel_size: float, tomo_alg: str) -> tuple[int, int, int]:
@@ -223,14 +271,7 @@ def tomogram_shape(root, run_id: str, voxel_size: float, tomo_alg: str) -> tuple
 def read_tomogram(root, run_id: str, voxel_size: float, tomo_alg: str) -> np.ndarray:
     """The full-resolution tomogram as a float32 (z, y, x) array (read chunk by chunk, one output buffer)."""
     tomo = _tomogram(root, run_id, voxel_size, tomo_alg)
-    arr = _zarr_level0(tomo)
-    if arr.ndim != 3:
-        raise RunError(f"run '{run_id}': tomogram '{tomo_alg}' has shape {arr.shape}, expected 3 axes (z, y, x)")
-    out = np.empty(arr.shape, dtype=np.float32)
-    step = int(arr.chunks[0]) if arr.chunks else 64
-    for z0 in range(0, arr.shape[0], step):
-        out[z0:z0 + step] = arr[z0:z0 + step]
-    return out
+    return read_array(tomo, f"run '{run_id}': tomogram {tomo_alg}@{voxel_size:g}", np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,10 +345,7 @@ def read_segmentation(root, run_id: str, voxel_size: float, seg: SegSelector) ->
             f"run '{run_id}': no multilabel segmentation {seg.uri()} at {voxel_size:g} A; "
             "run `tomopick segment` first or check --seg-info/--seg-uri"
         )
-    import zarr
-
-    arr = zarr.open(copick_seg.zarr(), mode="r")["0"]
-    return np.asarray(arr[:], dtype=np.uint8)
+    return read_array(copick_seg, f"run '{run_id}': segmentation {seg.uri()}", np.uint8)
 
 
 def runs_with_segmentation(root, voxel_size: float, seg: SegSelector, run_ids=None) -> tuple[list[str], dict[str, str]]:
@@ -372,13 +410,54 @@ def read_picks(root, run_id: str, object_name: str, user_id: str, session_id: st
 
     Missing picks give an empty (0, 3) array (octopi: no GT -> every prediction is a FP).
     """
-    copick_picks = _find_picks(_get_run(root, run_id), object_name, user_id, session_id)
-    if copick_picks is None:
-        return np.zeros((0, 3), dtype=np.float64)
-    picks_xyz_ang = copick_picks.full_positions()
+    run = _get_run(root, run_id)
+    what = f"run '{run_id}', object '{object_name}', picks {user_id}/{session_id if session_id is not None else '*'}"
+    try:
+        copick_picks = _find_picks(run, object_name, user_id, session_id)
+        if copick_picks is None:
+            return np.zeros((0, 3), dtype=np.float64)
+        picks_xyz_ang = np.asarray(copick_picks.full_positions(), dtype=np.float64).reshape(-1, 3)
+    except Exception as exc:  # copick/pydantic: truncated JSON, "points": null, malformed points
+        where = _where(copick_picks) if "copick_picks" in locals() and copick_picks is not None else "its file"
+        raise RunError(f"{what}: cannot read {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix or "
+                       "remove the file") from None
+    if not np.all(np.isfinite(picks_xyz_ang)):
+        bad = int((~np.isfinite(picks_xyz_ang)).any(axis=1).sum())
+        raise RunError(f"{what}: {bad} of {len(picks_xyz_ang)} points in {_where(copick_picks)} have NaN or "
+                       "infinite coordinates; fix or remove them")
     if len(picks_xyz_ang) == 0:
         return np.zeros((0, 3), dtype=np.float64)
     return xyz_ang_to_zyx_vox(picks_xyz_ang, voxel_size)
+
+
+def read_raw_picks(root, run_id: str, object_name: str, user_id: str, session_id: str):
+    """A pick set exactly as stored: (positions xyz Angstrom, transforms, scores), or None when absent (to put
+    it back after a failed rewrite)."""
+    copick_picks = _find_picks(_get_run(root, run_id), object_name, user_id, session_id)
+    if copick_picks is None:
+        return None
+    positions, transforms = copick_picks.numpy()
+    return np.asarray(positions), np.asarray(transforms), np.asarray(copick_picks.scores())
+
+
+def write_raw_picks(root, run_id: str, object_name: str, user_id: str, session_id: str, raw) -> None:
+    """Write back a pick set read by ``read_raw_picks``."""
+    positions, transforms, scores = raw
+    run = _get_run(root, run_id)
+    copick_picks = run.new_picks(object_name=object_name, session_id=session_id, user_id=user_id, exist_ok=True)
+    copick_picks.from_numpy(positions, transforms, scores=scores if len(scores) == len(positions) else None)
+
+
+def pick_sets(root, run_ids=None) -> dict[tuple[str, str], int]:
+    """``{(user, session): number of pick files}`` in the runs (all when None): what a typo'd id can be told."""
+    found: dict[tuple[str, str], int] = {}
+    for run in root.runs:
+        if run_ids is not None and run.name not in run_ids:
+            continue
+        for picks in run.picks:
+            key = (str(picks.user_id), str(picks.session_id))
+            found[key] = found.get(key, 0) + 1
+    return dict(sorted(found.items()))
 
 
 def read_pick_scores(root, run_id: str, object_name: str, user_id: str, session_id: str) -> np.ndarray:

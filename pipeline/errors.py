@@ -34,3 +34,30 @@ class SelectorError(TomopickError, ValueError):
 
 class RunFailed(TomopickError):
     """A run failed and ``output.on_error`` is ``raise``, or a worker died: the job stops."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (what SLURM sends before it kills a job) or SIGUSR1 arrived: stop like Ctrl-C.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it: the run loop stops
+    taking runs, the runs in flight finish or roll back, the report is written, and the CLI exits 128 + signal.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+def raise_on_termination() -> None:
+    """Turn SIGTERM and SIGUSR1 into ``Terminated`` in this process's main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, handler)

@@ -343,6 +343,8 @@ def evaluate_project(
             f"runs {missing} are not in the project {config_path or ''}; it has {len(known)} runs "
             f"(e.g. {', '.join(sorted(known)[:5])}); check --run-ids"
         )
+    _check_pick_sets_exist(root, runs, {"ground truth": (ground_truth_user_id, ground_truth_session_id),
+                                        "predicted": (pick_user_id, pick_session_id)}, config_path)
 
     def read(run_id: str, name: str, user_id: str, session_id) -> np.ndarray:
         # missing picks read as an empty array: octopi treats "none" and "empty" alike
@@ -382,6 +384,25 @@ def evaluate_project(
         metric, len(runs), len(objects), n_gt, n_pred, t_read, result.seconds - t_read, result.final_fbeta_score,
     )  # fmt: skip
     return result
+
+
+def _check_pick_sets_exist(root, runs, wanted: dict, config_path) -> None:
+    """A user/session with no pick file in any run scored is a typo, not a score of 0: say what there is."""
+    from pipeline import copick_io
+
+    try:
+        present = copick_io.pick_sets(root, set(runs))
+    except Exception as exc:  # copick fails to list a Picks folder with a file it cannot parse
+        raise ProjectError(f"project {config_path or ''}: copick cannot list the pick files: {type(exc).__name__}: "
+                           f"{exc}; a file in a Picks folder is not named USER_SESSION_OBJECT.json") from None
+    for what, (user, session) in wanted.items():
+        if not any(u == user and (session is None or s == str(session)) for u, s in present):
+            listing = ", ".join(f"{u}/{s} ({n} file{'s' if n > 1 else ''})" for (u, s), n in present.items())
+            raise RunError(
+                f"no {what} picks of user '{user}', session {session if session is not None else 'any'} in the "
+                f"{len(runs)} run(s) scored of {config_path or 'the project'}; the picks there are (user/session): "
+                f"{listing or 'none'}; check the user and session ids (-gtuid/-gtsid, -puid/-psid)"
+            )
 
 
 def project_run_ids(root) -> list[str]:

@@ -71,19 +71,28 @@ def metrics_document(result: EvaluationResult) -> dict:
 
 def write_reports(result: EvaluationResult, save_path) -> list[Path]:
     """Write ``average_metrics.yaml``, ``metrics.json`` (octopi's structure) and ``scores.png`` (per-object
-    precision, recall and F-beta) into ``save_path`` (created). Returns the paths written."""
+    precision, recall and F-beta) into ``save_path`` (created). Returns their paths. Nothing is rewritten when
+    the numbers are those already there (a re-evaluation of finished runs from a read-only overlay works)."""
     import yaml
 
     from pipeline import atomic, plots
 
     out_dir = Path(save_path)
+    yaml_text = yaml.safe_dump(average_metrics_document(result), indent=4, default_flow_style=False, sort_keys=False)
+    json_text = json.dumps(metrics_document(result), indent=4)
+    paths = [out_dir / AVERAGE_METRICS_FILE, out_dir / METRICS_FILE, out_dir / PLOT_FILE]
+    unchanged = paths[2].is_file() and all(
+        p.is_file() and p.read_text() == text for p, text in ((paths[0], yaml_text), (paths[1], json_text))
+    )
+    if unchanged:
+        log.info("evaluation reports in %s are unchanged", out_dir)
+        return paths
     out_dir.mkdir(parents=True, exist_ok=True)
-    yaml_path = atomic.write_text(out_dir / AVERAGE_METRICS_FILE, yaml.safe_dump(
-        average_metrics_document(result), indent=4, default_flow_style=False, sort_keys=False))
-    json_path = atomic.write_text(out_dir / METRICS_FILE, json.dumps(metrics_document(result), indent=4))
-    png_path = plots.plot_scores(result, out_dir / PLOT_FILE)
+    atomic.write_text(paths[0], yaml_text)
+    atomic.write_text(paths[1], json_text)
+    plots.plot_scores(result, paths[2])
     log.info("evaluation reports written to %s", out_dir)
-    return [yaml_path, json_path, png_path]
+    return paths
 
 
 def format_table(result: EvaluationResult) -> str:

@@ -10,6 +10,7 @@ Everything is written through ``pipeline.atomic`` (aside, then renamed; the umas
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,11 @@ def write_segmentation_log(root, seg: SegSelector, params: dict) -> Path:
 
 
 def write_overlay_log(root, filename: str, params: dict) -> Path:
-    """Write a parameters YAML to ``<overlay_root>/logs/filename`` (atomically), as octopi keeps its logs."""
-    return atomic.write_text(overlay_root(root) / "logs" / filename, yaml.safe_dump(_plain(params), sort_keys=False))
+    """Write a parameters YAML to ``<overlay_root>/logs/filename`` (atomically, and only when it changes), as
+    octopi keeps its logs."""
+    path = overlay_root(root) / "logs" / filename
+    atomic.write_text_if_changed(path, yaml.safe_dump(_plain(params), sort_keys=False))
+    return path
 
 
 def read_segmentation_labels(root, seg: SegSelector) -> dict[str, int] | None:
@@ -86,6 +90,47 @@ def clear_run_done(root, run_id: str, key: str) -> None:
     run_done_marker(root, run_id, key).unlink(missing_ok=True)
 
 
+def writing_marker(root, run_id: str, key: str) -> Path:
+    """``<overlay_root>/logs/writing-{key}/{run}.json``: exists while a run's outputs are being written.
+
+    Outputs without a done marker but with this one are tomopick's own, left by a job killed mid-write: safe to
+    replace. Outputs with neither were written by someone else and are replaced only with ``--overwrite``.
+    """
+    return overlay_root(root) / "logs" / f"writing-{key}" / f"{run_id}.json"
+
+
+def mark_writing(path: Path, run_id: str) -> Path:
+    import socket
+    import time
+
+    return atomic.write_text(path, json.dumps({"run": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                                               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+
+
+def claim_path(root, run_id: str, key: str) -> Path:
+    """``<overlay_root>/logs/claim-{key}/{run}.json``: the driver working on the run (host, pid), so that two
+    drivers on one project share the runs instead of both doing each."""
+    return overlay_root(root) / "logs" / f"claim-{key}" / f"{run_id}.json"
+
+
+def create_exclusive(path: Path, info: dict) -> bool:
+    """Create ``path`` with ``info`` unless it exists (atomically: ``O_CREAT | O_EXCL``); True if we made it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(_plain(info)))
+    return True
+
+
+def read_json(path: Path) -> dict | None:
+    """A small JSON file (marker, claim), or None when absent or unreadable (half-written by a killed process)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _plain(value):

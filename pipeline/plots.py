@@ -28,6 +28,17 @@ def _new_figure(width_in: float, height_in: float):
     return fig
 
 
+def _save(fig, path, **kwargs) -> Path:
+    """PNG through the one atomic writer (aside, then renamed; the umask's mode)."""
+    import io
+
+    from pipeline import atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **kwargs)
+    return atomic.write_bytes(path, buffer.getvalue())
+
+
 def plot_scores(result, path) -> Path:
     """Grouped bars of precision, recall and F-beta per object (counts summed over runs, as the final score
     uses them), with each object's weight and the final weighted score in the title. Returns ``path``."""
@@ -58,9 +69,7 @@ def plot_scores(result, path) -> Path:
     )
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,9 +129,7 @@ def render_slice(
     """Draw tomogram slice ``z`` with its picks (see ``slice_figure``) and save it as a PNG at ``path``."""
     path = Path(path)
     fig = slice_figure(volume_zyx, z, layers, title=title, slab=slab, voxel_size=voxel_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    return _save(fig, path, dpi=100, bbox_inches="tight")
 
 
 def slice_figure(

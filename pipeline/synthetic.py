@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,31 +250,45 @@ def make_synthetic_project(
         raise ProjectError(f"synthetic project '{config_path}' exists already; choose another --out or delete it")
     if runs < 1:
         raise ValueError(f"synthetic project: runs={runs}, need at least 1")
-    overlay = out_dir / "overlay"
-    overlay.mkdir(parents=True, exist_ok=True)
-    # write the config last-but-one: a crash leaves no config.json, so the project never looks complete
-    tmp_config = out_dir / ".config.json.partial"
-    tmp_config.write_text(json.dumps(copick_config_dict(overlay), indent=2))
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ProjectError(f"synthetic project: '{out_dir}' exists and is not empty; choose another --out")
+    # built aside and renamed into place whole: a crash leaves no half project, and of two processes making the
+    # same project at once (the same seed gives the same data) the first rename wins and the other uses it
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        overlay = build / "overlay"
+        overlay.mkdir()
+        (build / "config.json").write_text(json.dumps(copick_config_dict(overlay), indent=2))
+        root = copick_io.copick.from_file(str(build / "config.json"))
+        t0 = time.perf_counter()
+        iterator = range(runs)
+        if progress:
+            from tqdm import tqdm
 
-    root = copick_io.copick.from_file(str(tmp_config))
-    t0 = time.perf_counter()
-    iterator = range(runs)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="synthetic runs", unit="run")
-    for i in iterator:
-        run_name = f"TS_{seed}_{i}"
-        tomogram, label_map, centers = synth_run_arrays(shape, seed=(seed, i), snr=snr, density=density)
-        run = root.new_run(run_name, exist_ok=True)
-        vs = run.new_voxel_spacing(VOXEL_SIZE, exist_ok=True)
-        vs.new_tomogram(TOMO_ALG, exist_ok=True).from_numpy(tomogram, levels=3)
-        for name, pts in centers.items():
-            copick_io.write_picks(root, run_name, name, pts, VOXEL_SIZE, GT_USER_ID, GT_SESSION_ID)
-        if write_label_map:
-            seg = SegSelector(GT_SEGMENTATION_NAME, GT_USER_ID, GT_SESSION_ID)
-            copick_io.write_segmentation(root, run_name, label_map, VOXEL_SIZE, seg)
-        log.debug("synthetic run %s: %s", run_name, {k: len(v) for k, v in centers.items()})
-    tmp_config.replace(config_path)
+            iterator = tqdm(iterator, desc="synthetic runs", unit="run")
+        for i in iterator:
+            run_name = f"TS_{seed}_{i}"
+            tomogram, label_map, centers = synth_run_arrays(shape, seed=(seed, i), snr=snr, density=density)
+            run = root.new_run(run_name, exist_ok=True)
+            vs = run.new_voxel_spacing(VOXEL_SIZE, exist_ok=True)
+            vs.new_tomogram(TOMO_ALG, exist_ok=True).from_numpy(tomogram, levels=3)
+            for name, pts in centers.items():
+                copick_io.write_picks(root, run_name, name, pts, VOXEL_SIZE, GT_USER_ID, GT_SESSION_ID)
+            if write_label_map:
+                seg = SegSelector(GT_SEGMENTATION_NAME, GT_USER_ID, GT_SESSION_ID)
+                copick_io.write_segmentation(root, run_name, label_map, VOXEL_SIZE, seg)
+            log.debug("synthetic run %s: %s", run_name, {k: len(v) for k, v in centers.items()})
+        # the config names the overlay where it will be once in place
+        (build / "config.json").write_text(json.dumps(copick_config_dict(out_dir.resolve() / "overlay"), indent=2))
+        try:
+            os.rename(build, out_dir)  # onto a missing or empty folder only
+        except OSError:
+            if not config_path.is_file():
+                raise
+            log.info("synthetic project %s was made meanwhile by another process; using it", out_dir)
+            return config_path
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     log.info("synthetic project %s: %d runs of %s in %.1f s", config_path, runs, tuple(shape), time.perf_counter() - t0)
     return config_path

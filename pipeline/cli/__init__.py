@@ -19,6 +19,7 @@ COMMANDS = {
     "segment": ("pipeline.cli.segment", "segment tomograms with octopi models (TTA, sliding windows)"),
     "localize": ("pipeline.cli.localize", "turn segmentations into particle picks (watershed or com)"),
     "evaluate": ("pipeline.cli.evaluate", "score picks against ground truth (octopi or CZII rule)"),
+    "report": ("pipeline.cli.report", "merge the reports of a sharded job and score all its runs"),
     "show": ("pipeline.cli.show", "render tomogram slices with ground-truth and predicted picks"),
     "synth": ("pipeline.cli.synth", "create a synthetic copick project with ground truth"),
 }
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tomopick",
         description="Fast, octopi-compatible particle picking in cryo-ET tomograms stored in copick projects.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"tomopick {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -45,8 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CODES = """exit codes: 0 done; 1 a run failed (the others are kept); 2 bad input (config, flags, project,
+model: the message names it); 74 an I/O error (permission denied, read-only file system, disk full: the
+message names the path); 130 interrupted (Ctrl-C); 128 + N stopped by signal N (143: SIGTERM, 138: SIGUSR1;
+runs in flight are finished or rolled back and the report is written first)"""
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli.common import UserError, setup_logging
+    from pipeline.errors import RunFailed, Terminated, raise_on_termination
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,19 +63,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose)
-    from pipeline.errors import RunFailed
-
+    raise_on_termination()
+    log = logging.getLogger("tomopick")
     try:
         return int(args._module.run(args) or 0)
     except RunFailed as exc:  # a run failed with output.on_error: raise; the others done so far are kept
-        logging.getLogger("tomopick").error("%s", exc)
+        log.error("%s", exc)
         return 1
     except UserError as exc:
-        logging.getLogger("tomopick").error("%s", exc)
+        log.error("%s", exc)
         return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        log.error("%s%s", where, exc.strerror or exc)
+        return 74
     except KeyboardInterrupt:
-        logging.getLogger("tomopick").error("interrupted")
+        log.error("interrupted; runs in flight were finished or rolled back, the report is written")
         return 130
+    except Terminated as exc:
+        log.error("%s; runs in flight were finished or rolled back, the report is written", exc)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

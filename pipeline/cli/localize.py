@@ -4,8 +4,9 @@ For every run that has the segmentation (others are skipped with a warning) and 
 class's mask is opened, split by a distance-transform watershed (or into connected components with --method
 com), regions between the volumes of spheres of radius-min-scale x radius and radius-max-scale x radius are
 kept, their centroids merged within radius-min-scale x radius and dropped within 0.5% of the border, and the
-picks written as NAME picks of --pick-user-id / --pick-session-id (identity orientations). Like octopi, it
-rewrites the picks it is asked for. This is the driver of `run_all.py` with only the localize stage on.
+picks written as NAME picks of --pick-user-id / --pick-session-id (identity orientations). Runs picked
+already by an earlier job are skipped (a job resumes where it stopped); --overwrite redoes them, and picks
+that tomopick did not write are never replaced without it. This is the driver of `run_all.py` with only the localize stage on.
 
 Label ids come from the segmentation's log (<overlay_root>/logs/segment-{user}_{session}_{name}.yaml) when it
 exists, else from the copick config. Each pick's score is the voxel count of the region(s) that made it divided
@@ -20,7 +21,7 @@ Examples:
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg, add_device_arg, add_run_ids_arg, d
+from pipeline.cli.common import add_config_arg, add_device_arg, add_overwrite_arg, add_run_ids_arg, d
 from pipeline.config import LocalizeConfig, RunConfig, choices
 
 
@@ -51,6 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("-pui", "--pick-user-id", default=None,
                    help=f"user id of the written picks {d(LocalizeConfig, 'pick_user_id')}")
     add_device_arg(p)
+    add_overwrite_arg(p, "picks")
 
 
 def run(args) -> int:
@@ -60,9 +62,9 @@ def run(args) -> int:
 
     seg = resolve_seg(args.seg_info, args.seg_uri)
     doc = overlay(
-        {"copick_config": args.config, "stages": ["localize"],
-         "output": {"overwrite": True}},  # octopi's localize rewrites the picks it is asked to write
+        {"copick_config": args.config, "stages": ["localize"]},
         voxel_size=args.voxel_size, run_ids=list_arg(args.run_ids), device=args.device,
+        output={"overwrite": args.overwrite},
         localize={"method": args.method, "segmentation": seg.info() if seg else None,
                   "radius_min_scale": args.radius_min_scale, "radius_max_scale": args.radius_max_scale,
                   "filter_size": args.filter_size, "pick_objects": list_arg(args.pick_objects),

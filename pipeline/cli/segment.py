@@ -4,9 +4,10 @@ For every run with the tomogram (others are skipped with a warning) writes the m
 NAME/USER_ID/SESSION_ID, and <overlay_root>/logs/segment-{user}_{session}_{name}.yaml with the labels, models and
 settings (octopi's localize needs that file). Modes: fast (default; windows spread evenly with the least overlap,
 Gaussian-blended, the transforms of a window in one forward pass: ~3x fewer windows than octopi) and compat
-(octopi 1.7's MONAI windows at 50 % overlap, bit for bit on the CPU). Like octopi, it rewrites the
-segmentations it is asked for. This is the driver of `run_all.py` with only the segment stage switched on:
-with several GPUs (--device auto or cuda), one worker process per GPU takes the runs as it frees up.
+(octopi 1.7's MONAI windows at 50 % overlap, bit for bit on the CPU). Runs segmented already by an earlier
+job are skipped (a job resumes where it stopped); --overwrite redoes them. This is the driver of run_all.py
+with only the segment stage switched on: with several GPUs (--device auto or cuda), one worker process per
+GPU takes the runs as it frees up.
 
 Examples:
   tomopick segment -c config.json -mc model.yaml -mw best_model.pth -alg wbp -vs 10 -seginfo predict,octopi,1
@@ -15,7 +16,14 @@ Examples:
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg, add_device_arg, add_run_ids_arg, add_tomo_args, d
+from pipeline.cli.common import (
+    add_config_arg,
+    add_device_arg,
+    add_overwrite_arg,
+    add_run_ids_arg,
+    add_tomo_args,
+    d,
+)
 from pipeline.config import RunConfig, SegmentConfig, choices
 
 
@@ -40,6 +48,7 @@ def add_arguments(p) -> None:
     p.add_argument("--ntta", type=int, default=None,
                    help=f"test-time transforms, 1..8, octopi's order {d(SegmentConfig, 'ntta')}")
     add_device_arg(p)
+    add_overwrite_arg(p, "segmentations")
     p.add_argument("--mode", choices=choices("segment", "mode"), default=None,
                    help=f"fast or compat (octopi 1.7's windows and blending) {d(SegmentConfig, 'mode')}")
     p.add_argument("--precision", choices=choices("segment", "precision"), default=None,
@@ -60,9 +69,9 @@ def run(args) -> int:
     seg = resolve_seg(args.seg_info, args.seg_uri)
     doc = overlay(
         {"copick_config": args.config, "stages": ["segment"],
-         "model": {"configs": split_paths(args.model_config), "weights": split_paths(args.model_weights)},
-         "output": {"overwrite": True}},  # octopi's segment rewrites what it is asked to write
+         "model": {"configs": split_paths(args.model_config), "weights": split_paths(args.model_weights)}},
         voxel_size=tomo.voxel_size, tomo_alg=tomo.tomo_alg, run_ids=list_arg(args.run_ids), device=args.device,
+        output={"overwrite": args.overwrite},
         read_ahead=args.read_ahead,
         segment={"mode": args.mode, "ntta": args.ntta, "overlap": args.overlap, "window_batch": args.window_batch,
                  "precision": args.precision, "save_probabilities": args.save_probabilities,

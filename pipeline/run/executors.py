@@ -43,6 +43,9 @@ def _worker_main(config_doc: dict, source: str, device_spec: str, worker: str, l
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {worker} %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     from pipeline.config import config_from_dict
+    from pipeline.errors import raise_on_termination
+
+    raise_on_termination()  # SLURM signals every process of the step: settle what this worker holds, then go
 
     try:
         cfg = config_from_dict(config_doc, source=source, check_files=False)

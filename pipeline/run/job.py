@@ -17,7 +17,10 @@ from pipeline.run.reports import (
     JobResult,
     RunRecord,
     localize_log_params,
+    manifest_path,
+    report_path,
     segmentation_log_params,
+    shard_suffix,
     write_manifest,
     write_report,
 )
@@ -73,31 +76,37 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         else:
             todo.append(run_id)
     if records:
-        log.info("%d run(s) are done already and are skipped (output.overwrite: true redoes them)", len(records))
-    _write_parameter_logs(cfg, ctx)
+        log.info("%d run(s) are done already and are skipped (--overwrite / output.overwrite: true redoes them)",
+                 len(records))
+    outputs = RunOutputs(root, cfg, ctx.objects)
+    if not cfg.output.overwrite:
+        _refuse_foreign_outputs(cfg, outputs, todo)
     out_dir = output_dir(cfg, root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="runs", unit="run", disable=None)
     result = JobResult(records, 0.0, device, skipped_missing=skipped_missing)
-    try:
-        if todo and cfg.stages:
+    if todo and cfg.stages:
+        _write_parameter_logs(cfg, ctx)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="runs", unit="run", disable=None)
+        try:
             if len(devices) > 1 and len(todo) > 1:
                 ctx.ensemble = None  # the workers load their own
-                executor = ProcessExecutor(cfg, devices, cleanup=RunOutputs(root, cfg, ctx.objects).remove)
+                executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
             else:
                 executor = LocalExecutor(ctx)
             records += executor.run(todo, on_record=(lambda rec: bar.update(1)) if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
-        result.wall_seconds = time.perf_counter() - t_start
-        result.report_path = write_report(cfg, result, out_dir)
-        result.manifest_path = write_manifest(cfg, result, out_dir)
+        finally:  # also on Ctrl-C / SIGTERM: what was done is reported
+            if bar is not None:
+                bar.close()
+            result.wall_seconds = time.perf_counter() - t_start
+            result.report_path = write_report(cfg, result, out_dir)
+            result.manifest_path = write_manifest(cfg, result, out_dir)
+    else:
+        # nothing ran: the reports of the job that did the work stay (and nothing is written to the overlay)
+        log.info("nothing to run; the earlier reports in %s are kept", out_dir)
+        result.report_path, result.manifest_path = report_path(cfg, out_dir), manifest_path(cfg, out_dir)
 
     for rec in result.failed:
         log.warning("run %s was skipped after an error: %s", rec.run_id, rec.error)
@@ -108,10 +117,26 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         else:
             log.warning("no run has picks to evaluate")
     result.wall_seconds = time.perf_counter() - t_start
-    result.report_path = write_report(cfg, result, out_dir)
+    if todo and cfg.stages:
+        result.report_path = write_report(cfg, result, out_dir)
     log.info("finished %d run(s) in %.1f s (%d failed, %d already done)", len(todo), result.wall_seconds,
              len(result.failed), sum(r.status == SKIPPED_DONE for r in records))
     return result
+
+
+def _refuse_foreign_outputs(cfg: RunConfig, outputs: RunOutputs, todo: list[str]) -> None:
+    """Outputs this job would replace that no tomopick job of this output left behind: never without --overwrite."""
+    from pipeline.errors import RunError
+
+    foreign = {run_id: found for run_id in todo if (found := outputs.foreign(run_id))}
+    if foreign:
+        listing = "; ".join(f"{run_id}: {', '.join(found)}" for run_id, found in list(foreign.items())[:5])
+        more = f" (and {len(foreign) - 5} more runs)" if len(foreign) > 5 else ""
+        raise RunError(
+            f"{cfg.copick_config}: {len(foreign)} run(s) already have outputs that this job would replace and that "
+            f"it did not write: {listing}{more}. Pass --overwrite (output.overwrite: true) to replace them, or "
+            "write elsewhere (another localize.pick_session_id / segment.write_segmentation)"
+        )
 
 
 def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_dir: Path | None,
@@ -133,6 +158,7 @@ def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_
         distance_threshold_scale=ev.distance_threshold_scale, config_path=cfg.copick_config, progress=progress,
     )
     save_path = Path(ev.save_path)
+    save_path = save_path.with_name(save_path.name + shard_suffix(cfg))  # a shard scores only its own runs
     if not save_path.is_absolute() and out_dir is not None:
         save_path = out_dir / save_path
     return result, format_table(result), write_reports(result, save_path)

@@ -27,8 +27,8 @@ import numpy as np
 from pipeline.errors import RunFailed
 from pipeline.run.context import WorkerContext
 from pipeline.run.outputs import RunOutputs
-from pipeline.run.reports import DONE, FAILED, RunRecord
-from pipeline.run.select import input_segmentation
+from pipeline.run.reports import CLAIMED, DONE, FAILED, SKIPPED_DONE, RunRecord
+from pipeline.run.select import Claims, input_segmentation, run_is_done
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class _Reader(threading.Thread):
     """
 
     def __init__(self, ctx: WorkerContext, run_ids: Iterable[str], depth: int, stop: threading.Event,
-                 on_start: Callable[[str], None] | None):
+                 on_start: Callable[[str], tuple | None]):
         super().__init__(name="tomopick-reader", daemon=True)
         self.ctx, self.run_ids, self.stop, self.on_start = ctx, run_ids, stop, on_start
         self.out: queue.Queue = queue.Queue()
@@ -57,6 +57,7 @@ class _Reader(threading.Thread):
         if self.seg is not None:
             return copick_io.read_segmentation(self.ctx.root, run_id, cfg.voxel_size, self.seg)
         volume = copick_io.read_tomogram(self.ctx.root, run_id, cfg.voxel_size, cfg.tomo_alg)
+        check_finite(volume, f"run '{run_id}': tomogram {cfg.tomo_alg}@{cfg.voxel_size:g}", cfg.segment.nonfinite)
         if self.ctx.device.is_cuda:
             import torch
 
@@ -77,8 +78,10 @@ class _Reader(threading.Thread):
                 run_id = next(run_ids, None)
                 if run_id is None or self.stop.is_set():
                     break
-                if self.on_start is not None:
-                    self.on_start(run_id)
+                skip = self.on_start(run_id)
+                if skip is not None:  # claimed by another driver, or done meanwhile
+                    self.out.put((run_id, None, skip, 0.0))
+                    continue
                 t0 = time.perf_counter()
                 try:
                     item = (run_id, self.read(run_id), None, time.perf_counter() - t0)
@@ -96,6 +99,23 @@ class _Reader(threading.Thread):
         return item
 
 
+def check_finite(volume: np.ndarray, what: str, policy: str) -> None:
+    """NaN or inf voxels would normalise the whole tomogram to NaN and give no picks, silently: refuse them
+    (``segment.nonfinite: error``) or set them to 0 with a warning (``zero``)."""
+    finite = np.isfinite(volume)
+    bad = volume.size - int(np.count_nonzero(finite))
+    if not bad:
+        return
+    if policy == "zero":
+        volume[~finite] = 0.0
+        log.warning("%s: %d non-finite voxels (NaN or inf) set to 0 (segment.nonfinite: zero)", what, bad)
+        return
+    from pipeline.errors import RunError
+
+    raise RunError(f"{what} has {bad} non-finite voxels (NaN or inf) of {volume.size}; fix the reconstruction, or "
+                   "set segment.nonfinite: zero to set them to 0")
+
+
 class RunLoop:
     """``RunLoop(ctx).run(run_ids)`` -> one RunRecord per run taken (done or failed).
 
@@ -109,6 +129,7 @@ class RunLoop:
         self.abort = abort if abort is not None else threading.Event()
         self.on_start, self.on_record = on_start, on_record
         self.outputs = RunOutputs(ctx.root, ctx.cfg, ctx.objects)
+        self.claims = Claims(ctx.root, self.outputs.key)
         self.records: dict[str, RunRecord] = {}
         self.failure: list[BaseException] = []
         self._lock = threading.Lock()
@@ -123,7 +144,7 @@ class RunLoop:
         rec = self.records[run_id]
         rec.status, rec.error = FAILED, f"{type(exc).__name__}: {exc}"
         log.error("run %s failed: %s", run_id, rec.error)
-        self.outputs.remove(run_id)
+        self.claims.release(run_id)  # its outputs are as they were: a failed write puts them back itself
         with self._lock:
             if self.cfg.output.on_error == "raise" and not self.failure:
                 self.failure.append(exc)
@@ -172,6 +193,7 @@ class RunLoop:
         rec = self.records[run_id]
         t0 = time.perf_counter()
         self.outputs.write(run_id, picks, host_map)
+        self.claims.release(run_id)
         rec.seconds["write"] = time.perf_counter() - t0
         rec.status = DONE
         what = "segmented"
@@ -179,6 +201,16 @@ class RunLoop:
             what = f"{sum(rec.picks.values())} picks ({', '.join(f'{k} {v}' for k, v in rec.picks.items())})"
         log.info("run %s: %s in %.1f s (%s)", run_id, what, sum(rec.seconds.values()),
                  ", ".join(f"{k} {v:.2f}s" for k, v in rec.seconds.items()))
+
+    def _take(self, run_id: str) -> tuple | None:
+        """None when this loop does the run; else (status, why): another driver holds it or finished it."""
+        holder = self.claims.acquire(run_id)
+        if holder is not None:
+            return CLAIMED, f"being done by another driver ({holder})"
+        if not self.cfg.output.overwrite and run_is_done(self.cfg, self.ctx.root, run_id, self.ctx.objects):
+            self.claims.release(run_id)
+            return SKIPPED_DONE, "done by another driver meanwhile"
+        return None
 
     def _backend_for(self, label_map) -> str:
         """gpu when the map is (or can be put) on this worker's GPU and CuPy is there; else the CPU."""
@@ -193,12 +225,13 @@ class RunLoop:
     def run(self, run_ids: Iterable[str]) -> list[RunRecord]:
         order: list[str] = []
 
-        def started(run_id: str) -> None:
+        def started(run_id: str) -> tuple | None:
             with self._lock:
                 self.records[run_id] = RunRecord(run_id, worker=self.worker)
                 order.append(run_id)
             if self.on_start is not None:
                 self.on_start(run_id)
+            return self._take(run_id)
 
         reader = _Reader(self.ctx, run_ids, self.cfg.read_ahead, self.abort, started)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomopick-writer")
@@ -230,6 +263,11 @@ class RunLoop:
                     break
                 run_id, data, read_error, read_seconds = item
                 rec = self.records[run_id]
+                if isinstance(read_error, tuple):  # not ours to do (see _take)
+                    rec.status, rec.error = read_error
+                    log.info("run %s: %s", run_id, rec.error)
+                    self._finish(rec)
+                    continue
                 rec.seconds["read"] = read_seconds
                 if read_error is not None:
                     self.fail(run_id, read_error)
@@ -266,6 +304,7 @@ class RunLoop:
             localizer.shutdown(wait=True)
             writer.shutdown(wait=True)
             settle(block=True)
+            self.claims.release_all()
         if self.failure:
             raise RunFailed(
                 f"a run failed and output.on_error is 'raise': {self.failure[0]}; its partial output was removed. "

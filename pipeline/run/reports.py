@@ -18,13 +18,13 @@ from pipeline.config import RunConfig, config_to_dict
 from pipeline.device import DeviceChoice
 from pipeline.selectors import parse_seg_info
 
-DONE, FAILED, SKIPPED_DONE = "done", "failed", "skipped-done"
+DONE, FAILED, SKIPPED_DONE, CLAIMED = "done", "failed", "skipped-done", "claimed-elsewhere"
 
 
 @dataclass
 class RunRecord:
     run_id: str
-    status: str = "pending"  # done | failed | skipped-done
+    status: str = "pending"  # done | failed | skipped-done | claimed-elsewhere
     shape_zyx: tuple | None = None
     seconds: dict = field(default_factory=dict)  # stage -> seconds
     picks: dict = field(default_factory=dict)  # object -> count
@@ -69,6 +69,7 @@ def throughput_summary(records: list[RunRecord], wall_seconds: float) -> dict:
         "runs_done": len(done),
         "runs_failed": sum(r.status == FAILED for r in records),
         "runs_already_done": sum(r.status == SKIPPED_DONE for r in records),
+        "runs_claimed_elsewhere": sum(r.status == CLAIMED for r in records),
         "wall_seconds": wall_seconds,
         "tomograms_per_minute": len(done) / minutes if done else 0.0,
         "voxels_per_second": voxels / wall_seconds if wall_seconds > 0 else 0.0,
@@ -87,9 +88,20 @@ def summary_line(result: JobResult) -> str:
             f"({s['tomograms_per_minute']:.2f} tomograms/min, {s['voxels_per_second'] / 1e6:.2f} Mvoxel/s)")
 
 
+def shard_suffix(cfg: RunConfig) -> str:
+    """``-shard{K}of{N}`` for a shard's own report files (shards run at once must not overwrite each other's)."""
+    shard = cfg.shard_index()
+    return f"-shard{shard[0]}of{shard[1]}" if shard else ""
+
+
 def report_path(cfg: RunConfig, out_dir: Path) -> Path:
     path = Path(cfg.output.report)
+    path = path.with_name(f"{path.stem}{shard_suffix(cfg)}{path.suffix}")
     return path if path.is_absolute() else out_dir / path
+
+
+def manifest_path(cfg: RunConfig, out_dir: Path) -> Path:
+    return out_dir / f"run_manifest{shard_suffix(cfg)}.json"
 
 
 def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
@@ -104,6 +116,36 @@ def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
         doc["evaluation"] = {"metric": result.evaluation.metric,
                              "final_fbeta_score": result.evaluation.final_fbeta_score}
     return atomic.write_json(report_path(cfg, out_dir), doc)
+
+
+def merge_shard_reports(cfg: RunConfig, out_dir: Path) -> tuple[Path, dict]:
+    """The shards' ``throughput-shard*of*.json`` -> one report: each run's latest record, totals over all.
+
+    The wall time of the merged report is the longest shard's (they ran at once)."""
+    import json
+
+    from pipeline.errors import RunError
+
+    base = Path(cfg.output.report)
+    parts = sorted(out_dir.glob(f"{base.stem}-shard*of*{base.suffix}"))
+    if not parts:
+        raise RunError(f"no shard reports {base.stem}-shardKofN{base.suffix} in {out_dir}; run the shards first "
+                       "(run_all.py CONFIG --shard K/N)")
+    latest: dict[str, RunRecord] = {}
+    wall = 0.0
+    for part in parts:
+        doc = json.loads(part.read_text())
+        wall = max(wall, float(doc.get("summary", {}).get("wall_seconds", 0.0)))
+        for rec in doc.get("runs", []):
+            rec = RunRecord.from_dict(rec)
+            if rec.status != SKIPPED_DONE or rec.run_id not in latest:
+                latest[rec.run_id] = rec
+    records = sorted(latest.values(), key=lambda r: r.run_id)
+    summary = throughput_summary(records, wall)
+    doc = {"config": cfg.source, "merged_from": [p.name for p in parts], "summary": summary,
+           "runs": [asdict(r) for r in records]}
+    path = atomic.write_json(report_path(cfg, out_dir), doc)
+    return path, {**summary, "shards": len(parts)}
 
 
 def package_versions() -> dict:
@@ -140,7 +182,7 @@ def write_manifest(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
         "stage_seconds_total": throughput_summary(result.records, result.wall_seconds)["stage_seconds_total"],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - result.wall_seconds)),
     }
-    return atomic.write_json(out_dir / "run_manifest.json", doc)
+    return atomic.write_json(manifest_path(cfg, out_dir), doc)
 
 
 def segmentation_log_params(cfg: RunConfig, ensemble, device: DeviceChoice) -> dict:

@@ -170,3 +170,121 @@ def objects_for_segmentation(cfg: RunConfig, project_objects: list[ParticleObjec
         raise ConfigError(f"no particle objects to pick in {cfg.copick_config}; check the pick objects and the "
                           "segmentation's labels")
     return chosen
+
+
+def objects_for_report(cfg: RunConfig, root) -> list[ParticleObject]:
+    """The objects a job picks, without loading its networks: the labels of its model config (or of the
+    segmentation log, for a localize-only job)."""
+    from pipeline import copick_io, overlay_files
+
+    project_objects = copick_io.particle_objects(root)
+    if cfg.has("segment"):
+        from pipeline.models import read_model_config
+
+        return objects_for_model(cfg, project_objects, read_model_config(cfg.model.configs[0]).labels)
+    return objects_for_segmentation(cfg, project_objects,
+                                    overlay_files.read_segmentation_labels(root, input_segmentation(cfg)))
+
+
+class Claims:
+    """This process's claims on runs: ``<overlay_root>/logs/claim-{key}/{run}.json`` (host, pid), created
+    atomically, so that drivers started at once on one project and output share the runs.
+
+    A claim is stale, and taken over, when its process is gone (same host) or, for another host, when it has not
+    been refreshed for ``STALE_SECONDS`` (a heartbeat thread touches the claims held every ``HEARTBEAT_SECONDS``).
+    """
+
+    STALE_SECONDS = 600.0
+    HEARTBEAT_SECONDS = 60.0
+
+    def __init__(self, root, key: str):
+        import os
+        import socket
+        import threading
+
+        self.root, self.key = root, key
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.held: set[str] = set()
+        self._lock = threading.Lock()
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _path(self, run_id: str):
+        from pipeline import overlay_files
+
+        return overlay_files.claim_path(self.root, run_id, self.key)
+
+    def acquire(self, run_id: str) -> str | None:
+        """None when the run is now ours; else who holds it (``host:pid``)."""
+        from pipeline import overlay_files
+
+        path = self._path(run_id)
+        for _ in range(3):
+            if overlay_files.create_exclusive(path, {**self.me, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}):
+                with self._lock:
+                    self.held.add(run_id)
+                self._start_heartbeat()
+                return None
+            holder = overlay_files.read_json(path)
+            if holder is not None and holder.get("host") == self.me["host"] and holder.get("pid") == self.me["pid"]:
+                with self._lock:
+                    self.held.add(run_id)
+                return None
+            if not self._stale(path, holder):
+                return f"{holder.get('host')}:{holder.get('pid')}" if holder else "a driver starting up"
+            log.warning("run %s: taking over the stale claim of %s", run_id, holder)
+            path.unlink(missing_ok=True)
+        return "another driver"
+
+    def _stale(self, path, holder: dict | None) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if holder is None:
+            return age > 10.0  # unreadable: a claim its writer did not finish, or garbage
+        if holder.get("host") == self.me["host"]:
+            return not _pid_alive(holder.get("pid"))
+        return age > self.STALE_SECONDS
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            if run_id not in self.held:
+                return
+            self.held.discard(run_id)
+        self._path(run_id).unlink(missing_ok=True)
+
+    def release_all(self) -> None:
+        for run_id in list(self.held):
+            self.release(run_id)
+        self._stop.set()
+
+    def _start_heartbeat(self) -> None:
+        import os
+        import threading
+
+        if self._beat is not None:
+            return
+
+        def beat():
+            while not self._stop.wait(self.HEARTBEAT_SECONDS):
+                for run_id in list(self.held):
+                    try:
+                        os.utime(self._path(run_id))
+                    except OSError:
+                        pass
+
+        self._beat = threading.Thread(target=beat, name="tomopick-claims", daemon=True)
+        self._beat.start()
+
+
+def _pid_alive(pid) -> bool:
+    import os
+
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
