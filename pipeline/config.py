@@ -66,6 +66,7 @@ class LocalizeConfig:
     pick_session_id: str = "1"
     n_procs: int = 8  # CPU worker threads (classes in parallel)
     segmentation: str = DEFAULT_SEGMENTATION  # NAME,USER_ID,SESSION_ID read when the segment stage is off
+    label: int | None = None  # one label value read for every object (octopi's -lbl); null: the objects' own
 
 
 @dataclass
@@ -95,6 +96,14 @@ class ShowConfig:
     num_slices: int = 3
     slab: int = 1
     output: str = "show"
+
+
+@dataclass
+class ExportConfig:
+    """``tomopick export`` (not a run-config block); which picks: localize's pick_user_id / pick_session_id."""
+
+    format: str = "star"  # star (RELION 5, one file per object) | csv (the CZII challenge's submission)
+    min_score: float | None = None  # keep picks whose score is at least this
 
 
 @dataclass
@@ -128,6 +137,7 @@ _CHOICES = {
     ("segment", "nonfinite"): ("error", "zero"),
     ("evaluate", "metric"): ("octopi", "czii"),
     ("output", "on_error"): ("raise", "skip"),
+    ("export", "format"): ("star", "csv"),
 }
 
 
@@ -203,6 +213,9 @@ def _check_segment(s: SegmentConfig, source: str) -> None:
 def _check_localize(loc: LocalizeConfig, source: str) -> None:
     if loc.n_procs < 1:
         raise ConfigError(f"{source}: 'localize.n_procs' should be >= 1, got {loc.n_procs}")
+    if loc.label is not None and not 1 <= loc.label <= 255:
+        raise ConfigError(f"{source}: 'localize.label' should be a label value 1..255 of the segmentation, got "
+                          f"{loc.label}")
     if loc.filter_size < 1:
         raise ConfigError(f"{source}: 'localize.filter_size' should be >= 1, got {loc.filter_size}")
     if not 0 <= loc.radius_min_scale <= loc.radius_max_scale:

@@ -145,7 +145,7 @@ def objects_for_segmentation(cfg: RunConfig, project_objects: list[ParticleObjec
     by_name = {o.name: o for o in project_objects}
     wanted = cfg.localize.pick_objects
     if wanted is None:
-        if log_labels is None:
+        if log_labels is None or cfg.localize.label is not None:
             wanted = list(by_name)
         else:
             wanted = [name for name in log_labels if name in by_name]
@@ -163,7 +163,9 @@ def objects_for_segmentation(cfg: RunConfig, project_objects: list[ParticleObjec
                 f"{', '.join(by_name) or 'none'}"
             )
         obj = by_name[name]
-        if log_labels is not None and name in log_labels:
+        if cfg.localize.label is not None:  # octopi's -lbl: one label value for every object
+            obj = replace(obj, label=int(cfg.localize.label))
+        elif log_labels is not None and name in log_labels:
             obj = replace(obj, label=int(log_labels[name]))
         chosen.append(obj)
     if not chosen:
