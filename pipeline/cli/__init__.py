@@ -22,6 +22,8 @@ COMMANDS = {
     "report": ("pipeline.cli.report", "merge the reports of a sharded job and score all its runs"),
     "show": ("pipeline.cli.show", "render tomogram slices with ground-truth and predicted picks"),
     "synth": ("pipeline.cli.synth", "create a synthetic copick project with ground truth"),
+    "import-mrc": ("pipeline.cli.import_mrc", "import MRC tomograms (and ground-truth picks) into a copick project"),
+    "export": ("pipeline.cli.export", "write picks as RELION 5 STAR or the CZII challenge's CSV"),
 }
 
 
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tomopick",
         description="Fast, octopi-compatible particle picking in cryo-ET tomograms stored in copick projects.",
         epilog=EXIT_CODES,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tomopick {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -41,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=(module.__doc__ or help_text).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,  # a flag is never read as another's prefix (octopi's `-v True` is not `-vs`)
         )
         module.add_arguments(p)
         p.set_defaults(_module=module)

@@ -55,6 +55,13 @@ def _where(copick_obj) -> str:
     return str(getattr(copick_obj, "path", None) or copick_obj)
 
 
+def _voxel_spacing(run, voxel_size: float):
+    """The run's voxel spacing of exactly ``voxel_size`` (copick's rule), from the run's listing: copick's
+    ``get_voxel_spacing`` before a listing asks a data-portal project's server once per call, the listing comes
+    from the portal answer copick cached when the project was opened."""
+    return _first([vs for vs in run.voxel_spacings if vs.voxel_size == float(voxel_size)])
+
+
 def _get_run(root, run_id: str):
     run = root.get_run(run_id)
     if run is None:

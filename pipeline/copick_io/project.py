@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.copick_io._base import _project_name, copick, log
+from pipeline.copick_io._base import _project_name, _voxel_spacing, copick, log
 from pipeline.errors import ProjectError
 from pipeline.objects import ParticleObject
 
@@ -162,7 +162,7 @@ def runs_with_tomogram(root, voxel_size: float, tomo_alg: str, run_ids=None) -> 
     candidates, skipped = _select_runs(root, run_ids)
     found = []
     for rid in candidates:
-        vs = root.get_run(rid).get_voxel_spacing(float(voxel_size))
+        vs = _voxel_spacing(root.get_run(rid), voxel_size)
         if vs is None:
             skipped[rid] = f"no voxel spacing {voxel_size:g} A"
         elif not vs.get_tomograms(tomo_alg):

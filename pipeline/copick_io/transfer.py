@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.copick_io._base import _first, _get_run, _project_name, _remove_quietly, _where, copick, log
+from pipeline.copick_io._base import (
+    _first,
+    _get_run,
+    _project_name,
+    _remove_quietly,
+    _voxel_spacing,
+    _where,
+    copick,
+    log,
+)
 from pipeline.errors import ProjectError, RunError
 
 
@@ -54,7 +63,7 @@ def run_aliases(root) -> dict[str, str]:
 
 def has_tomogram(root, run_id: str, voxel_size: float, tomo_alg: str) -> bool:
     run = root.get_run(run_id)
-    vs = run.get_voxel_spacing(float(voxel_size)) if run is not None else None
+    vs = _voxel_spacing(run, voxel_size) if run is not None else None
     return vs is not None and bool(vs.get_tomograms(tomo_alg))
 
 
@@ -78,7 +87,7 @@ def write_tomogram(root, run_id: str, volume_zyx: np.ndarray, voxel_size: float,
     run = root.new_run(run_id, exist_ok=True) if created else root.get_run(run_id)
     tomogram = None
     try:
-        vs = run.get_voxel_spacing(float(voxel_size)) or run.new_voxel_spacing(float(voxel_size), exist_ok=True)
+        vs = _voxel_spacing(run, voxel_size) or run.new_voxel_spacing(float(voxel_size), exist_ok=True)
         tomogram = vs.new_tomogram(tomo_alg, exist_ok=True)
         tomogram.from_numpy(np.asarray(volume_zyx, dtype=np.float32), levels=levels)
     except BaseException:

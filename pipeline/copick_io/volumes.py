@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.copick_io._base import _first, _get_run, _remove_quietly, _where
+from pipeline.copick_io._base import _first, _get_run, _remove_quietly, _voxel_spacing, _where
 from pipeline.copick_io.project import _select_runs
 from pipeline.errors import RunError
 from pipeline.selectors import SegSelector
@@ -13,7 +13,7 @@ from pipeline.selectors import SegSelector
 
 def _tomogram(root, run_id: str, voxel_size: float, tomo_alg: str):
     run = _get_run(root, run_id)
-    vs = run.get_voxel_spacing(float(voxel_size))
+    vs = _voxel_spacing(run, voxel_size)
     if vs is None:
         have = sorted(v.voxel_size for v in run.voxel_spacings)
         raise RunError(f"run '{run_id}': no voxel spacing {voxel_size:g} A (it has {have}); check --voxel-size")
@@ -114,7 +114,7 @@ def write_segmentation(root, run_id: str, label_map_zyx: np.ndarray, voxel_size:
             raise RunError(f"run '{run_id}': label map values outside 0..255 cannot be stored as uint8")
         label_map = label_map.astype(np.uint8)
     run = _get_run(root, run_id)
-    if run.get_voxel_spacing(float(voxel_size)) is None:
+    if _voxel_spacing(run, voxel_size) is None:
         run.new_voxel_spacing(voxel_size, exist_ok=True)
     old = _find_segmentation(run, voxel_size, seg)
     if old is not None:

@@ -1,0 +1,230 @@
+"""`tomopick import-mrc` and `tomopick export`: MRC tomograms and pick files in, RELION 5 STAR and the challenge's
+CSV out; bad input refused before anything is written; and the round trip MRC -> import -> run_all -> export STAR
+gives back the picks the pipeline wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+
+from pipeline import copick_io, formats
+from pipeline.cli import main
+from pipeline.synthetic import synth_run_arrays
+
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "models"
+
+
+def _mrc(path, shape=(20, 30, 40), voxel_size=10.0, seed=0):
+    volume = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return formats.write_mrc(path, volume, voxel_size), volume
+
+
+def test_import_mrc_creates_a_project_at_the_header_voxel_size(tmp_path):
+    a, vol_a = _mrc(tmp_path / "TS_a.mrc", voxel_size=10.012)
+    b, vol_b = _mrc(tmp_path / "TS_b.rec", shape=(12, 16, 18), voxel_size=10.012, seed=1)
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(a), str(b), "--tomo-alg", "denoised"]) == 0
+    root = copick_io.open_project(config)
+    assert copick_io.run_names(root) == ["TS_a", "TS_b"]
+    np.testing.assert_array_equal(copick_io.read_tomogram(root, "TS_a", 10.012, "denoised"), vol_a)
+    np.testing.assert_array_equal(copick_io.read_tomogram(root, "TS_b", 10.012, "denoised"), vol_b)
+    assert [o.name for o in copick_io.particle_objects(root)][:2] == ["apo-ferritin", "beta-amylase"]
+    assert copick_io.overlay_root(root) == config.parent.resolve() / "overlay"
+    # --voxel-size overrides the header; --run-names names the runs; another type joins an existing run
+    assert main(["import-mrc", "-c", str(config), str(a), "--voxel-size", "10", "--run-names", "TS_a"]) == 0
+    root = copick_io.open_project(config)
+    assert copick_io.tomogram_inventory(root) == {"denoised@10.012": 2, "wbp@10": 1}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: formats.write_mrc(d / "flat.mrc", np.zeros((1, 30, 40)), 10.0), "not a 3D tomogram"),
+    (lambda d: formats.write_mrc(d / "flat2d.mrc", np.zeros((30, 40)), 10.0), "not a 3D tomogram"),
+    (lambda d: formats.write_mrc(d / "novs.mrc", np.zeros((8, 9, 10)), 0.0), "pass --voxel-size"),
+    (lambda d: d / "absent.mrc", "no such file"),
+])
+def test_import_mrc_refuses_bad_files_before_writing(tmp_path, make, message, caplog):
+    good, _ = _mrc(tmp_path / "good.mrc")
+    bad = make(tmp_path)
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(good), str(bad)]) == 2
+    assert message in caplog.text and str(Path(bad).name) in caplog.text
+    assert not config.exists()  # nothing written, not even the project
+
+
+def test_import_mrc_refuses_clashes_and_anisotropic_voxels(tmp_path, caplog):
+    a, _ = _mrc(tmp_path / "x" / "TS_1.mrc")
+    b, _ = _mrc(tmp_path / "y" / "TS_1.mrc")
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(a), str(b)]) == 2
+    assert "TS_1" in caplog.text and "--run-names" in caplog.text and not config.exists()
+    assert main(["import-mrc", "-c", str(config), str(a)]) == 0
+    caplog.clear()
+    assert main(["import-mrc", "-c", str(config), str(b)]) == 2  # TS_1 has wbp@10 already
+    assert "TS_1" in caplog.text and "already" in caplog.text
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "aniso.mrc") as mrc:
+        mrc.set_data(np.zeros((8, 9, 10), np.float32))
+        mrc.voxel_size = (10.0, 10.0, 20.0)
+    caplog.clear()
+    assert main(["import-mrc", "-c", str(config), str(tmp_path / "aniso.mrc")]) == 2
+    assert "differ between axes" in caplog.text
+
+
+@pytest.fixture()
+def picked_project(tmp_path):
+    """A project of two imported runs with picks octopi/1 (scores, one rotated pick) and ground truth."""
+    config = tmp_path / "proj" / "config.json"
+    a, _ = _mrc(tmp_path / "TS_1.mrc", shape=(20, 30, 40))
+    b, _ = _mrc(tmp_path / "16463.mrc", shape=(21, 31, 41), seed=2)  # a numeric run name, as portal runs have
+    assert main(["import-mrc", "-c", str(config), str(a), str(b)]) == 0
+    root = copick_io.open_project(config)
+    rng = np.random.default_rng(3)
+    picks = {}
+    for run in ("TS_1", "16463"):
+        for name in ("ribosome", "apo-ferritin"):
+            xyz = rng.uniform(0, 190, size=(5, 3)) + rng.uniform(0, 1, size=(5, 3)) / 3
+            scores = rng.uniform(0, 1, size=5)
+            transforms = np.broadcast_to(np.eye(4), (5, 4, 4)).copy()
+            transforms[0, :3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]  # 90 degrees about z
+            copick_io.write_picks_ang(root, run, name, xyz, "octopi", "1", scores=scores, transforms=transforms)
+            picks[(run, name)] = (xyz, scores, transforms)
+    return config, picks
+
+
+def test_export_star_reads_back_equal_with_starfile(picked_project, tmp_path):
+    config, picks = picked_project
+    out = tmp_path / "relion"
+    assert main(["export", "-c", str(config), "--user-id", "octopi", "--session-id", "1", "--format", "star",
+                 "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["apo-ferritin.star", "ribosome.star"]
+    df = starfile.read(out / "ribosome.star", parse_as_string=["rlnTomoName"])
+    assert list(df["rlnTomoName"]) == ["16463"] * 5 + ["TS_1"] * 5  # the project's run order, names as text
+    for run, shape_xyz in (("TS_1", (40, 30, 20)), ("16463", (41, 31, 21))):
+        xyz, scores, transforms = picks[(run, "ribosome")]
+        rows = df[df["rlnTomoName"] == run]
+        pixels = rows[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy()
+        centred = rows[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+                        "rlnCenteredCoordinateZAngst"]].to_numpy()
+        np.testing.assert_array_equal(pixels, xyz / 10.0)  # bit-equal: numbers are written to read back equal
+        np.testing.assert_array_equal(centred, xyz - np.array(shape_xyz) * 10.0 / 2)  # RELION 5's centre
+        np.testing.assert_array_equal(rows["rlnAutopickFigureOfMerit"].to_numpy(), scores)
+        angles = rows[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()
+        assert np.all(angles[1:] == 0) and np.any(angles[0] != 0)
+        np.testing.assert_allclose(formats.rotations_from_relion(angles[:1])[0], transforms[0, :3, :3], atol=1e-12)
+
+
+def test_export_filters_and_star_reimport(picked_project, tmp_path):
+    config, picks = picked_project
+    one = tmp_path / "ribo.star"
+    assert main(["export", "-c", str(config), "--objects", "ribosome", "--run-ids", "16463", "--min-score", "0.5",
+                 "-o", str(one)]) == 0
+    df = starfile.read(one, parse_as_string=["rlnTomoName"])
+    xyz, scores, _ = picks[("16463", "ribosome")]
+    assert set(df["rlnTomoName"]) == {"16463"} and len(df) == int((scores >= 0.5).sum())
+    # the STAR file back in as another user's picks: the same positions, scores and orientations
+    assert main(["import-mrc", "-c", str(config), "--picks", str(one), "--object", "ribosome", "--user-id", "star",
+                 "--session-id", "0"]) == 0
+    root = copick_io.open_project(config)
+    back = copick_io.read_picks_ang(root, "16463", "ribosome", "star", "0")
+    keep = scores >= 0.5
+    np.testing.assert_allclose(back[0], xyz[keep], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(back[2], scores[keep])
+    # a second import of the same pick set is refused unless --overwrite
+    assert main(["import-mrc", "-c", str(config), "--picks", str(one), "--object", "ribosome", "--user-id", "star",
+                 "--session-id", "0"]) == 2
+
+
+def test_export_csv_is_the_challenge_format_and_reimports(picked_project, tmp_path, caplog):
+    config, picks = picked_project
+    out = tmp_path / "submission.csv"
+    assert main(["export", "-c", str(config), "--format", "csv", "-o", str(out)]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(out, dtype={"experiment": str})
+    assert list(df.columns) == ["id", "experiment", "particle_type", "x", "y", "z", "score"]
+    assert list(df["id"]) == list(range(20))
+    for (run, name), (xyz, scores, _) in picks.items():
+        rows = df[(df["experiment"] == run) & (df["particle_type"] == name)]
+        np.testing.assert_array_equal(rows[["x", "y", "z"]].to_numpy(), xyz)
+        np.testing.assert_array_equal(rows["score"].to_numpy(), scores)
+    assert main(["import-mrc", "-c", str(config), "--picks", str(out), "--user-id", "csv", "--session-id",
+                 "0"]) == 0
+    root = copick_io.open_project(config)
+    np.testing.assert_array_equal(copick_io.read_picks_ang(root, "TS_1", "ribosome", "csv", "0")[0],
+                                  picks[("TS_1", "ribosome")][0])
+    # STAR/CSV picks need a user and session; unknown objects and runs are named
+    caplog.clear()
+    assert main(["import-mrc", "-c", str(config), "--picks", str(out)]) == 2
+    assert "--user-id" in caplog.text
+    (tmp_path / "odd.csv").write_text("id,experiment,particle_type,x,y,z\n0,TS_9,ribosome,1,2,3\n")
+    caplog.clear()
+    assert main(["import-mrc", "-c", str(config), "--picks", str(tmp_path / "odd.csv"), "--user-id", "a",
+                 "--session-id", "1"]) == 2
+    assert "TS_9" in caplog.text
+    caplog.clear()
+    assert main(["export", "-c", str(config), "--user-id", "nobody", "-o", str(tmp_path / "x.csv"),
+                 "--format", "csv"]) == 2
+    assert "octopi/1" in caplog.text  # what there is instead
+
+
+def test_kaggle_pick_files_import(tmp_path):
+    """The Kaggle layout's overlay/ExperimentRuns/<run>/Picks/<object>.json (copick cannot list such names)."""
+    config = tmp_path / "proj" / "config.json"
+    a, _ = _mrc(tmp_path / "TS_6_4.mrc")
+    assert main(["import-mrc", "-c", str(config), str(a)]) == 0
+    picks_dir = tmp_path / "kaggle" / "train" / "overlay" / "ExperimentRuns" / "TS_6_4" / "Picks"
+    picks_dir.mkdir(parents=True)
+    doc = {"pickable_object_name": "ribosome", "user_id": "curation", "session_id": "0", "run_name": "TS_6_4",
+           "voxel_spacing": None, "unit": "angstrom",
+           "points": [{"location": {"x": 52.75, "y": 101.5, "z": 33.25}},
+                      {"location": {"x": 12.0, "y": 13.0, "z": 14.0}, "score": 0.5}]}
+    (picks_dir / "ribosome.json").write_text(json.dumps(doc))
+    assert main(["import-mrc", "-c", str(config), "--picks", str(picks_dir / "ribosome.json")]) == 0
+    root = copick_io.open_project(config)
+    xyz, _, scores = copick_io.read_picks_ang(root, "TS_6_4", "ribosome", "curation", "0")
+    np.testing.assert_array_equal(xyz, [[52.75, 101.5, 33.25], [12.0, 13.0, 14.0]])
+    np.testing.assert_array_equal(scores, [1.0, 0.5])
+    assert (copick_io.overlay_root(root) / "ExperimentRuns" / "TS_6_4" / "Picks" / "curation_0_ribosome.json").is_file()
+
+
+def test_mrc_import_run_all_export_round_trip(tmp_path, caplog):
+    """MRC -> import-mrc (with ground truth) -> run_all.py (demo model) -> export STAR: the exported
+    coordinates are the picks the pipeline wrote."""
+    import yaml
+
+    import run_all
+
+    tomogram, _, centres = synth_run_arrays((32, 64, 64), seed=(5, 0), density=2.0)
+    mrc = formats.write_mrc(tmp_path / "TS_rt.mrc", tomogram, 10.0)
+    rows = [("TS_rt", name, c[:, ::-1] * 10.0, None) for name, c in centres.items() if len(c)]
+    (tmp_path / "gt.csv").write_text(formats.challenge_csv_text(rows))
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(mrc), "--picks", str(tmp_path / "gt.csv"), "--user-id",
+                 "data-portal", "--session-id", "0"]) == 0
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({
+        "copick_config": str(config), "device": "cpu",
+        "model": {"configs": [str(DEMO / "demo_unet.yaml")], "weights": [str(DEMO / "demo_unet.pth")]},
+        "localize": {"n_procs": 2}, "evaluate": {"ground_truth_user_id": "data-portal"}}))
+    assert run_all.main([str(run_yaml)]) == 0
+    out = tmp_path / "star"
+    assert main(["export", "-c", str(config), "-o", str(out)]) == 0
+    root = copick_io.open_project(config)
+    n = 0
+    for obj in copick_io.particle_objects(root):
+        picks_zyx = copick_io.read_picks(root, "TS_rt", obj.name, "octopi", "1", 10.0)
+        if not len(picks_zyx):
+            assert not (out / f"{obj.name}.star").exists()
+            continue
+        df = starfile.read(out / f"{obj.name}.star", parse_as_string=["rlnTomoName"])
+        np.testing.assert_array_equal(df[["rlnCoordinateZ", "rlnCoordinateY", "rlnCoordinateX"]].to_numpy(),
+                                      picks_zyx)
+        np.testing.assert_array_equal(df["rlnAutopickFigureOfMerit"].to_numpy(),
+                                      copick_io.read_pick_scores(root, "TS_rt", obj.name, "octopi", "1"))
+        n += len(df)
+    assert n > 0
