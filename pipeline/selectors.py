@@ -59,10 +59,12 @@ def parse_voxel_size(value, where: str = "voxel size") -> float:
 
 def parse_seg_uri(uri: str) -> SegSelector:
     """``name``, ``name:user_id`` or ``name:user_id/session_id`` (missing parts: those of octopi's default
-    segmentation, ``pipeline.config.DEFAULT_SEGMENTATION``)."""
+    segmentation, ``pipeline.config.DEFAULT_SEGMENTATION``), or octopi's legacy ``name,user_id,session_id``."""
     from pipeline.config import DEFAULT_SEGMENTATION
 
     default = parse_seg_info(DEFAULT_SEGMENTATION)
+    if isinstance(uri, str) and uri.count(",") == 2 and "@" not in uri and ":" not in uri:
+        return parse_seg_info(uri)  # octopi 1.7's parse_target also takes the legacy 'name,user,session'
     if not isinstance(uri, str) or not uri or "@" in uri or "," in uri:
         raise SelectorError(
             f"segmentation URI {uri!r}: expected 'NAME', 'NAME:USER_ID' or 'NAME:USER_ID/SESSION_ID', "

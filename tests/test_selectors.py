@@ -38,7 +38,9 @@ def test_seg_uri_forms_and_defaults():
     for bad in ("", "a,b", "a,b,c,d", "a,,c"):
         with pytest.raises(SelectorError):
             parse_seg_info(bad)
-    for bad in ("", ":u/1", "a:/1", "a:u/", "a@1", "a,b,c"):
+    # octopi 1.7's parse_target takes the legacy comma form too (exactly three parts)
+    assert parse_seg_uri("predict,me,2") == SegSelector("predict", "me", "2")
+    for bad in ("", ":u/1", "a:/1", "a:u/", "a@1", "a,b", "a,b,c,d", "a,,c"):
         with pytest.raises(SelectorError):
             parse_seg_uri(bad)
 

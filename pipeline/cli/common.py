@@ -20,10 +20,28 @@ TRUE = {"action": "store_const", "const": True, "default": None}  # an on-switch
 
 def setup_logging(verbose: int = 0) -> None:
     level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[TqdmSafeHandler()])
     # copick/zarr/numba chatter stays out of INFO unless -vv
     for noisy in ("numba", "fsspec", "asyncio", "matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+class TqdmSafeHandler(logging.StreamHandler):
+    """A log line never lands on a progress bar's line: it goes out through ``tqdm.write``, which clears the
+    bars drawn on the same stream, writes the line and draws them again (the handler that
+    ``tqdm.contrib.logging.logging_redirect_tqdm`` installs, here for the whole process)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging must not raise; logging's own way of reporting it
+            self.handleError(record)
 
 
 def d(cls, name: str) -> str:
@@ -50,7 +68,7 @@ def add_tomo_args(p) -> None:
                    help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
     p.add_argument("-alg", "--tomo-alg", default=None,
                    help=f"tomogram algorithm / tomo_type {d(RunConfig, 'tomo_alg')}")
-    p.add_argument("--tomo-uri", default=None, help="octopi 1.7 spelling of the two above, e.g. wbp@10.0")
+    p.add_argument("-uri", "--tomo-uri", default=None, help="octopi 1.7 spelling of the two above, e.g. wbp@10.0")
 
 
 def add_device_arg(p) -> None:
@@ -92,5 +110,5 @@ def print_summary(result) -> int:
     return 1 if result.failed else 0
 
 
-__all__ = ["argparse", "UserError", "TRUE", "setup_logging", "d", "add_config_arg", "add_run_ids_arg",
+__all__ = ["argparse", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "add_config_arg", "add_run_ids_arg",
            "add_tomo_args", "add_device_arg", "add_overwrite_arg", "list_arg", "run_job", "print_summary"]

@@ -7,13 +7,17 @@ negatives; not one-to-one. czii rule: each ground-truth particle counts at most 
 
 Writes <save-path>/average_metrics.yaml and metrics.json (octopi's structure) and scores.png, and prints a table.
 
-Example:
+octopi 1.7's flags are accepted as octopi spells them, with its defaults (-gtuid, -gtsid, -puid, -psid,
+--run-ids, -dts, -names, -o, -fb, and -v/--verbose, which takes a value: -v True).
+
+Examples:
   tomopick evaluate -c config.json -gtuid data-portal -gtsid 0 -puid octopi -psid 1 -o scores
+  tomopick evaluate -c config.json -gtuid curation -gtsid 0 --metric czii -v True
 """
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg, d
+from pipeline.cli.common import add_config_arg, argparse, d
 from pipeline.config import EvaluateConfig, LocalizeConfig, RunConfig, choices
 
 
@@ -39,6 +43,10 @@ def add_arguments(p) -> None:
                    help="match threshold as a fraction of the particle radius (default 0.8 for octopi, 0.5 for czii)")
     p.add_argument("-vs", "--voxel-size", type=float, default=None,
                    help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
+    p.add_argument("-v", "--verbose", dest="verbose_picks", type=octopi_bool, default=None, metavar="BOOL",
+                   help="true: say, per run, which objects have no ground-truth or no predicted picks and which "
+                        "pick sets (user/session) the run has instead (octopi's -v True; default false). A value, "
+                        "as in octopi: -v True, -v 1")
     p.add_argument("--metric", choices=choices("evaluate", "metric"), default=None,
                    help="octopi: octopi 1.7's rule (not one-to-one); czii: the CZII Kaggle rule (each particle once) "
                         f"{d(EvaluateConfig, 'metric')}")
@@ -61,8 +69,44 @@ def run(args) -> int:
     )
     cfg = config_from_dict(doc, source="tomopick evaluate")
     root = copick_io.open_project(cfg.copick_config)
-    _, table, paths = evaluate_runs(cfg, root, copick_io.particle_objects(root), list_arg(args.run_ids), None,
+    result, table, paths = evaluate_runs(cfg, root, copick_io.particle_objects(root), list_arg(args.run_ids), None,
                                     progress=True)
+    if args.verbose_picks:
+        report_missing_picks(root, result, cfg)
     print(table)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def octopi_bool(text: str) -> bool:
+    """click's BOOL, as octopi's ``-v/--verbose`` takes it: 1/0, true/false, t/f, yes/no, y/n, on/off."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true or false (1/0, yes/no, on/off)")
+
+
+def report_missing_picks(root, result, cfg) -> None:
+    """One line per run that lacks ground truth or predictions of an object, with the pick sets it has."""
+    import logging
+
+    from pipeline import copick_io
+
+    log = logging.getLogger("tomopick.evaluate")
+    ev, loc = cfg.evaluate, cfg.localize
+    for run_id, counts in result.per_run_counts.items():
+        no_gt = [name for name, c in counts.items() if c.tp + c.fn == 0]
+        no_pred = [name for name, c in counts.items() if c.tp + c.fp == 0]
+        if not (no_gt or no_pred):
+            continue
+        sets = copick_io.pick_sets(root, {run_id})
+        have = ", ".join(f"{u}/{s} ({n})" for (u, s), n in sets.items()) or "none"
+        if no_gt:
+            log.info("run %s: no ground truth %s/%s for %s", run_id, ev.ground_truth_user_id,
+                     ev.ground_truth_session_id or "*", ", ".join(no_gt))
+        if no_pred:
+            log.info("run %s: no predicted picks %s/%s for %s", run_id, loc.pick_user_id, loc.pick_session_id,
+                     ", ".join(no_pred))
+        log.info("run %s: its pick sets (user/session and files): %s", run_id, have)

@@ -27,7 +27,7 @@ from pipeline.config import LocalizeConfig, RunConfig, choices
 
 def add_arguments(p) -> None:
     add_config_arg(p)
-    p.add_argument("-m", "--method", choices=choices("localize", "method"), default=None,
+    p.add_argument("-m", "--method", type=str.lower, choices=choices("localize", "method"), default=None,
                    help=f"watershed splits touching particles; com: one pick per connected component "
                         f"{d(LocalizeConfig, 'method')}")
     p.add_argument("-sinfo", "--seg-info", default=None,
@@ -51,6 +51,10 @@ def add_arguments(p) -> None:
                    help=f"session id of the written picks {d(LocalizeConfig, 'pick_session_id')}")
     p.add_argument("-pui", "--pick-user-id", default=None,
                    help=f"user id of the written picks {d(LocalizeConfig, 'pick_user_id')}")
+    p.add_argument("-lbl", "--label", type=int, default=None,
+                   help="read this one label value of the segmentation for every object picked (e.g. 1 for a "
+                        "binary mask, with -obj naming the object); the labels of the segmentation log and the "
+                        "copick config are then not used (octopi 1.7's -lbl)")
     add_device_arg(p)
     add_overwrite_arg(p, "picks")
 
@@ -69,6 +73,6 @@ def run(args) -> int:
                   "radius_min_scale": args.radius_min_scale, "radius_max_scale": args.radius_max_scale,
                   "filter_size": args.filter_size, "pick_objects": list_arg(args.pick_objects),
                   "n_procs": args.n_procs, "pick_user_id": args.pick_user_id,
-                  "pick_session_id": args.pick_session_id},
+                  "pick_session_id": args.pick_session_id, "label": args.label},
     )
     return run_job(doc, "tomopick localize")
