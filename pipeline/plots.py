@@ -86,6 +86,44 @@ class PickLayer:
     object_name: str
     source: str  # "ground truth" or "prediction"
     color: str
+    matched: np.ndarray | None = None  # per pick, when ground truth exists: matched (True) or missed / false
+    marker: str = "o"  # the object's marker, drawn at each circle's centre when outcomes are shown
+
+    def outcomes(self) -> list[str] | None:
+        """Per pick: "matched", or "missed" (ground truth) / "false" (prediction); None without ground truth."""
+        if self.matched is None:
+            return None
+        other = "missed" if self.source == "ground truth" else "false"
+        return ["matched" if m else other for m in np.asarray(self.matched, dtype=bool)]
+
+
+# Outcome colours (colour-blind safe on grey: green, yellow, magenta); objects are told apart by markers then.
+OUTCOME_COLORS = {"matched": "#00E676", "missed": "#FFD600", "false": "#FF2BD6"}
+OBJECT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def object_marker(index: int) -> str:
+    return OBJECT_MARKERS[index % len(OBJECT_MARKERS)]
+
+
+def match_outcomes(pred_zyx, gt_zyx, radius_vox: float, metric: str = "octopi",
+                   threshold_scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction matched, ground truth matched) as the evaluation decides them: a prediction matches when a
+    ground-truth point is within the threshold (scale x radius; octopi: closer than, czii: at most), a
+    ground-truth point is matched when a prediction is. (The czii rule counts two picks on one particle as one
+    TP and one FP; here both show as matched.)"""
+    from pipeline.evaluate import nearest_distances, resolve_threshold_scale
+
+    pred = np.asarray(pred_zyx, dtype=np.float64).reshape(-1, 3)
+    gt = np.asarray(gt_zyx, dtype=np.float64).reshape(-1, 3)
+    if not len(pred) or not len(gt):
+        return np.zeros(len(pred), bool), np.zeros(len(gt), bool)
+    threshold = float(radius_vox) * resolve_threshold_scale(metric, threshold_scale)
+    d_pred = nearest_distances(pred, gt, threshold)
+    d_gt = nearest_distances(gt, pred, threshold)
+    if metric == "octopi":
+        return d_pred < threshold, d_gt < threshold
+    return d_pred <= threshold, d_gt <= threshold
 
 
 def cross_section_radii(centers_zyx_vox: np.ndarray, radius_vox: float, z: float) -> tuple[np.ndarray, np.ndarray]:
@@ -143,9 +181,10 @@ def slice_figure(
 ):
     """A matplotlib Figure of tomogram slice ``z`` (mean of ``slab`` slices centred on it, for contrast) with
     every pick whose sphere the slice cuts drawn as a circle of the cut radius: ground truth solid, predictions
-    dashed, one colour per object; a cross marks centres within half a voxel of the slice. Image axes: x to the
-    right, y down, in voxels."""
-    from matplotlib.lines import Line2D
+    dashed. Layers with outcomes (``matched``) are coloured by them (matched green, missed GT yellow, false picks
+    magenta) with the object's marker at each centre; otherwise one colour per object and a cross at centres
+    within half a voxel of the slice. With ``voxel_size``, a scale bar in nm. Image axes: x to the right, y down,
+    in voxels."""
     from matplotlib.patches import Circle
 
     depth = volume_zyx.shape[0]
@@ -163,43 +202,90 @@ def slice_figure(
     fig = _new_figure(nx * scale, ny * scale)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", origin="upper")
-    counts = {}
+    counts: dict = {}
     for layer in layers:
         idx, radii = cross_section_radii(layer.centers_zyx_vox, layer.radius_vox, z)
         centers = np.asarray(layer.centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
+        outcomes = layer.outcomes()
         dashed = layer.source != "ground truth"
         for i, r in zip(idx, radii):
             cz, cy, cx = centers[i]
+            color = OUTCOME_COLORS[outcomes[i]] if outcomes is not None else layer.color
             ax.add_patch(
                 Circle(
-                    (cx, cy), r, fill=False, edgecolor=layer.color, linewidth=1.3 if dashed else 2.0,
+                    (cx, cy), r, fill=False, edgecolor=color, linewidth=1.3 if dashed else 2.0,
                     linestyle="--" if dashed else "-",
                 )
             )
-            if abs(cz - z) <= 0.5:
+            if outcomes is not None:  # the object by its marker, at every circle's centre
+                ax.plot([cx], [cy], marker=layer.marker, color=color, markersize=4, linestyle="none",
+                        markerfacecolor="none" if dashed else color)
+            elif abs(cz - z) <= 0.5:
                 ax.plot([cx], [cy], marker="+", color=layer.color, markersize=5, markeredgewidth=1)
-        counts[(layer.object_name, layer.source)] = len(idx)
+            key = (layer.object_name, layer.source, outcomes[i] if outcomes is not None else None)
+            counts[key] = counts.get(key, 0) + 1
     ax.set_xlim(-0.5, nx - 0.5)
     ax.set_ylim(ny - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
     size = f" ({voxel_size:g} A/voxel)" if voxel_size else ""
     ax.set_title(f"{title}  z = {z}{size}" if title else f"z = {z}{size}", fontsize=10)
+    if voxel_size:
+        draw_scale_bar(ax, nx, ny, voxel_size)
+    ax.legend(handles=_legend_handles(layers, counts), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              frameon=False)
+    return fig
 
+
+def _legend_handles(layers, counts) -> list:
+    from matplotlib.lines import Line2D
+
+    with_outcomes = any(layer.matched is not None for layer in layers)
     handles, seen = [], set()
     for layer in layers:
         if layer.object_name in seen:
             continue
         seen.add(layer.object_name)
-        n_gt = counts.get((layer.object_name, "ground truth"), 0)
-        n_pred = counts.get((layer.object_name, "prediction"), 0)
-        handles.append(
-            Line2D([], [], color=layer.color, linewidth=2, label=f"{layer.object_name} ({n_gt} GT, {n_pred} pred)")
-        )
+        n = {k[1:]: v for k, v in counts.items() if k[0] == layer.object_name}
+        if with_outcomes:
+            label = (f"{layer.object_name}: {n.get(('ground truth', 'matched'), 0)} GT found, "
+                     f"{n.get(('ground truth', 'missed'), 0)} missed, {n.get(('prediction', 'false'), 0)} false")
+            handles.append(Line2D([], [], color="black", marker=layer.marker, linestyle="none", label=label))
+        else:
+            label = (f"{layer.object_name} ({n.get(('ground truth', None), 0)} GT, "
+                     f"{n.get(('prediction', None), 0)} pred)")
+            handles.append(Line2D([], [], color=layer.color, linewidth=2, label=label))
+    if with_outcomes:
+        handles += [Line2D([], [], color=OUTCOME_COLORS["matched"], linewidth=2, label="matched (GT and pick)"),
+                    Line2D([], [], color=OUTCOME_COLORS["missed"], linewidth=2, label="missed (GT, no pick)"),
+                    Line2D([], [], color=OUTCOME_COLORS["false"], linewidth=2, label="false pick (no GT)")]
     handles.append(Line2D([], [], color="black", linestyle="-", label="ground truth"))
     handles.append(Line2D([], [], color="black", linestyle="--", label="prediction"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return fig
+    return handles
+
+
+SCALE_BAR_NM = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000)
+
+
+def scale_bar_nm(width_vox: int, voxel_size: float, fraction: float = 0.25) -> float:
+    """The longest round length in nm that is at most ``fraction`` of the image width (at least the shortest)."""
+    width_nm = width_vox * voxel_size / 10.0
+    fitting = [n for n in SCALE_BAR_NM if n <= fraction * width_nm]
+    return float(fitting[-1] if fitting else SCALE_BAR_NM[0])
+
+
+def draw_scale_bar(ax, nx: int, ny: int, voxel_size: float) -> None:
+    """A white bar with black outline and its length in nm in the image's lower left corner."""
+    import matplotlib.patheffects as pe
+
+    length_nm = scale_bar_nm(nx, voxel_size)
+    length_vox = length_nm * 10.0 / voxel_size
+    x0, y = 0.04 * nx, ny - 0.05 * ny
+    outline = [pe.Stroke(linewidth=3, foreground="black"), pe.Normal()]
+    ax.plot([x0, x0 + length_vox], [y, y], color="white", linewidth=4, solid_capstyle="butt", gid="scale-bar",
+            path_effects=[pe.Stroke(linewidth=6, foreground="black"), pe.Normal()])
+    ax.text(x0 + length_vox / 2, y - 0.02 * ny, f"{length_nm:g} nm", color="white", ha="center", va="bottom",
+            fontsize=9, gid="scale-bar-label", path_effects=outline)
 
 
 def object_color(index: int) -> str:

@@ -83,3 +83,50 @@ def test_render_slice_and_plot_scores_write_pngs(tmp_path):
     result = score_picks({"r": {"apo": (gt, gt), "ribo": (None, gt)}}, objects, 10.0)
     png = plots.plot_scores(result, tmp_path / "scores.png")
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_outcomes_follow_the_evaluation_rule():
+    from pipeline.evaluate import score_object
+
+    rng = np.random.default_rng(5)
+    for metric in ("octopi", "czii"):
+        for _ in range(30):
+            gt = rng.uniform(0, 30, (int(rng.integers(0, 12)), 3))
+            pred = rng.uniform(0, 30, (int(rng.integers(0, 12)), 3))
+            pred_hit, gt_hit = plots.match_outcomes(pred, gt, 5.0, metric)
+            counts = score_object(pred, gt, 5.0, metric)
+            assert counts.fn == int((~gt_hit).sum())  # missed ground truth = the evaluation's FN, both rules
+            if metric == "octopi":
+                assert (counts.tp, counts.fp) == (int(pred_hit.sum()), int((~pred_hit).sum()))
+    # exactly at the threshold (0.5 x 10 = 5 voxels): czii counts it, octopi (strictly closer) does not
+    pred, gt = np.array([[0.0, 0, 0]]), np.array([[5.0, 0, 0]])
+    assert plots.match_outcomes(pred, gt, 10.0, "czii")[0][0]
+    assert not plots.match_outcomes(pred, gt, 10.0, "octopi", 0.5)[0][0]
+
+
+def test_slice_figure_colours_by_outcome_and_has_a_scale_bar_in_nm():
+    volume = np.zeros((20, 64, 100), np.float32)
+    gt = np.array([[10.0, 20.0, 20.0], [10.0, 40.0, 70.0]])
+    pred = np.array([[10.0, 21.0, 21.0], [10.0, 50.0, 40.0]])  # one on the first GT particle, one false
+    pred_hit, gt_hit = plots.match_outcomes(pred, gt, 5.0)
+    assert list(pred_hit) == [True, False] and list(gt_hit) == [True, False]
+    layers = [plots.PickLayer(gt, 5.0, "ribo", "ground truth", "#fff", gt_hit, "s"),
+              plots.PickLayer(pred, 5.0, "ribo", "prediction", "#fff", pred_hit, "s")]
+    fig = plots.slice_figure(volume, 10, layers, voxel_size=10.0)
+    ax = fig.axes[0]
+    from matplotlib.colors import to_hex
+
+    colour_at = {c.center: to_hex(c.get_edgecolor()) for c in ax.patches}
+    want = plots.OUTCOME_COLORS
+    assert colour_at[(20.0, 20.0)] == colour_at[(21.0, 21.0)] == want["matched"].lower()
+    assert colour_at[(70.0, 40.0)] == want["missed"].lower()
+    assert colour_at[(40.0, 50.0)] == want["false"].lower()
+    markers = [line for line in ax.lines if line.get_marker() == "s"]
+    assert len(markers) == 4  # the object's marker at every centre
+    # 100 voxels of 10 A = 100 nm wide: the bar is the longest round length <= 25 nm, i.e. 25 voxels
+    bar = next(line for line in ax.lines if line.get_gid() == "scale-bar")
+    assert np.diff(bar.get_xdata())[0] == pytest.approx(25.0)
+    assert next(t for t in ax.texts if t.get_gid() == "scale-bar-label").get_text() == "25 nm"
+    assert plots.scale_bar_nm(630, 10.012) == 100.0
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "ribo: 1 GT found, 1 missed, 1 false" in legend

@@ -95,7 +95,17 @@ def run_job(doc: dict, source: str) -> int:
     from pipeline.run import run_pipeline
 
     cfg = config_from_dict(doc, source=source)
+    announce_compilation(cfg)
     return print_summary(run_pipeline(cfg))
+
+
+def announce_compilation(cfg) -> None:
+    """Say so before numba compiles the CPU localization kernels (first use after install), not after."""
+    from pipeline.device import resolve_device
+    from pipeline.progress import announce_kernel_compilation
+
+    if cfg.has("localize") and not resolve_device(cfg.device).is_cuda:
+        announce_kernel_compilation(logging.getLogger("tomopick"))
 
 
 def print_summary(result) -> int:
@@ -111,4 +121,5 @@ def print_summary(result) -> int:
 
 
 __all__ = ["argparse", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "add_config_arg", "add_run_ids_arg",
-           "add_tomo_args", "add_device_arg", "add_overwrite_arg", "list_arg", "run_job", "print_summary"]
+           "add_tomo_args", "add_device_arg", "add_overwrite_arg", "list_arg", "run_job", "announce_compilation",
+           "print_summary"]

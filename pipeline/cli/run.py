@@ -19,10 +19,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from pipeline.cli.common import print_summary
+    from pipeline.cli.common import announce_compilation, print_summary
     from pipeline.config import load_config
     from pipeline.run import run_pipeline
 
     cfg = load_config(args.config, overrides={"shard": args.shard, "device": args.device,
                                               "output": {"overwrite": args.overwrite}})
+    announce_compilation(cfg)
     return print_summary(run_pipeline(cfg))

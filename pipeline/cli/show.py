@@ -1,8 +1,11 @@
 """Render tomogram slices with ground-truth and predicted picks drawn on them, to PNG, to check picks by eye.
 
 Each pick whose sphere (the object's radius) the slice cuts is drawn as a circle of the cut radius: ground truth
-solid, predictions dashed, one colour per object; a cross marks centres on the slice. Slices are chosen through
-the picks (evenly spaced quantiles of their z) unless --z is given. One PNG per run and slice:
+solid, predictions dashed. When the run has ground truth, colours say how the evaluation (--metric, -dts, as
+`tomopick evaluate`) sees each pick: green matched (a ground-truth particle and the pick on it), yellow missed
+(ground truth without a pick), magenta false (a pick without ground truth), and a marker per object at each
+centre; without ground truth, one colour per object. A scale bar in nm sits in the lower left corner. Slices are
+chosen through the picks (evenly spaced quantiles of their z) unless --z is given. One PNG per run and slice:
 <output>/<run>_z<z>.png.
 
 Example:
@@ -13,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from pipeline.cli.common import add_config_arg, add_tomo_args, d
-from pipeline.config import EvaluateConfig, LocalizeConfig, ShowConfig
+from pipeline.config import EvaluateConfig, LocalizeConfig, ShowConfig, choices
 
 
 def add_arguments(p) -> None:
@@ -38,6 +41,10 @@ def add_arguments(p) -> None:
     p.add_argument("--slab", type=int, default=None,
                    help=f"average this many slices around each z for contrast {d(ShowConfig, 'slab')}")
     p.add_argument("-o", "--output", default=None, help=f"folder for the PNGs {d(ShowConfig, 'output')}")
+    p.add_argument("--metric", choices=choices("evaluate", "metric"), default=None,
+                   help=f"the rule that decides matched / missed / false, as evaluate {d(EvaluateConfig, 'metric')}")
+    p.add_argument("-dts", "--distance-threshold-scale", type=float, default=None,
+                   help="match threshold as a fraction of the radius (default 0.8 for octopi, 0.5 for czii)")
 
 
 def _int_list(value, flag: str) -> list[int]:
@@ -65,7 +72,8 @@ def run(args) -> int:
 
     source = "tomopick show"
     ev = build(EvaluateConfig, given(ground_truth_user_id=args.ground_truth_user_id,
-                                     ground_truth_session_id=args.ground_truth_session_id), source, "evaluate")
+                                     ground_truth_session_id=args.ground_truth_session_id, metric=args.metric,
+                                     distance_threshold_scale=args.distance_threshold_scale), source, "evaluate")
     loc = build(LocalizeConfig, given(pick_user_id=args.pick_user_id, pick_session_id=args.pick_session_id),
                 source, "localize")
     show = build(ShowConfig, given(num_slices=args.num_slices, slab=args.slab, output=args.output), source)
@@ -92,17 +100,25 @@ def run(args) -> int:
     written = []
     for run_id in run_ids:
         depth = copick_io.tomogram_shape(root, run_id, tomo.voxel_size, tomo.tomo_alg)[0]
-        layers = []
-        for i, obj in enumerate(objects):
-            color = plots.object_color(i)
-            radius_vox = obj.radius / tomo.voxel_size
+        found = {}
+        for obj in objects:
             for source, user_id, session_id in (
                 ("ground truth", ev.ground_truth_user_id, ev.ground_truth_session_id),
                 ("prediction", loc.pick_user_id, loc.pick_session_id),
             ):
-                centers = copick_io.read_picks(root, run_id, obj.name, user_id, session_id, tomo.voxel_size)
+                found[obj.name, source] = copick_io.read_picks(root, run_id, obj.name, user_id, session_id,
+                                                               tomo.voxel_size)
+        with_gt = any(len(v) for (_, source), v in found.items() if source == "ground truth")
+        layers = []
+        for i, obj in enumerate(objects):
+            radius_vox = obj.radius / tomo.voxel_size
+            gt, pred = found[obj.name, "ground truth"], found[obj.name, "prediction"]
+            matched = (plots.match_outcomes(pred, gt, radius_vox, ev.metric, ev.distance_threshold_scale)
+                       if with_gt else (None, None))
+            for source, centers, hit in (("ground truth", gt, matched[1]), ("prediction", pred, matched[0])):
                 if len(centers):
-                    layers.append(plots.PickLayer(centers, radius_vox, obj.name, source, color))
+                    layers.append(plots.PickLayer(centers, radius_vox, obj.name, source, plots.object_color(i),
+                                                  hit, plots.object_marker(i)))
         if z_asked is not None:
             bad = [z for z in z_asked if not 0 <= z < depth]
             if bad:
