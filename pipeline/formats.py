@@ -230,6 +230,8 @@ def read_copick_picks_json(path) -> PickTable:
 def pick_file_kind(path) -> str:
     suffix = Path(path).suffix.lower()
     kinds = {".star": "star", ".csv": "csv", ".json": "json"}
+    if suffix in (".mrc", ".rec", ".map"):
+        raise FormatError(f"pick file '{path}' looks like a tomogram: give the tomograms before --picks")
     if suffix not in kinds:
         raise FormatError(f"pick file '{path}': unknown type {suffix!r}; give a RELION .star, the challenge's "
                           ".csv or a copick .json")
