@@ -39,6 +39,9 @@ def add_arguments(p) -> None:
                    help="match threshold as a fraction of the particle radius (default 0.8 for octopi, 0.5 for czii)")
     p.add_argument("-vs", "--voxel-size", type=float, default=None,
                    help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="leave out predicted picks scored lower: for peaks the peak probability, for watershed/com "
+                        "region voxels / sphere voxels (scores.png draws precision and recall over the score)")
     p.add_argument("--metric", choices=choices("evaluate", "metric"), default=None,
                    help="octopi: octopi 1.7's rule (not one-to-one); czii: the CZII Kaggle rule (each particle once) "
                         f"{d(EvaluateConfig, 'metric')}")
@@ -57,7 +60,8 @@ def run(args) -> int:
         evaluate={"ground_truth_user_id": args.ground_truth_user_id,
                   "ground_truth_session_id": args.ground_truth_session_id, "metric": args.metric,
                   "beta": args.beta, "distance_threshold_scale": args.distance_threshold_scale,
-                  "save_path": args.save_path, "object_names": list_arg(args.object_names)},
+                  "save_path": args.save_path, "object_names": list_arg(args.object_names),
+                  "min_score": args.min_score},
     )
     cfg = config_from_dict(doc, source="tomopick evaluate")
     root = copick_io.open_project(cfg.copick_config)
