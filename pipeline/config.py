@@ -57,7 +57,7 @@ class SegmentConfig:
 
 @dataclass
 class LocalizeConfig:
-    method: str = "watershed"  # a method of pipeline/localize/methods.py: watershed | com
+    method: str = "watershed"  # a method of pipeline/localize/methods.py: watershed | com | peaks
     filter_size: int = 10
     radius_min_scale: float = 0.5
     radius_max_scale: float = 1.0
@@ -67,6 +67,12 @@ class LocalizeConfig:
     n_procs: int = 8  # CPU worker threads (classes in parallel)
     segmentation: str = DEFAULT_SEGMENTATION  # NAME,USER_ID,SESSION_ID read when the segment stage is off
     label: int | None = None  # one label value read for every object (octopi's -lbl); null: the objects' own
+    probabilities: str | None = None  # peaks without the segment stage: folder of <run>.h5 (save_probabilities)
+    # peaks: per object class (an object's own entry, else "default"), in [0, 1] / in units of its radius
+    thresholds: dict = field(default_factory=lambda: {"default": 0.3})  # peak probability kept
+    smoothing: dict = field(default_factory=lambda: {"default": 0.25})  # Gaussian sigma / radius
+    peak_window: dict = field(default_factory=lambda: {"default": 1.0})  # local-maximum window side / radius
+    tuned: str | None = None  # a YAML file written by `tomopick tune`: its localize block, under the keys given here
 
 
 @dataclass
@@ -78,6 +84,7 @@ class EvaluateConfig:
     beta: float = 4.0
     save_path: str = "scores"  # relative to output.dir (run_all) or the working directory (tomopick evaluate)
     object_names: list | None = None  # null: the objects picked (run_all) / every particle object (evaluate)
+    min_score: float | None = None  # leave out predicted picks scored lower (see each method's score)
 
 
 @dataclass
@@ -230,6 +237,12 @@ def _check_localize(loc: LocalizeConfig, source: str) -> None:
     except SelectorError as exc:
         raise ConfigError(f"{source}: 'localize.segmentation': {exc}") from None
     loc.pick_objects = parse_run_ids(loc.pick_objects)
+    for key, low, high in (("thresholds", 0.0, 1.0), ("smoothing", 0.0, 10.0), ("peak_window", 0.01, 10.0)):
+        mapping = {**default(LocalizeConfig, key), **getattr(loc, key)}  # an entry per object, over the default
+        bad = {k: v for k, v in mapping.items() if not low <= v <= high}
+        if bad:
+            raise ConfigError(f"{source}: 'localize.{key}' has {bad}; each value should be in [{low:g}, {high:g}]")
+        setattr(loc, key, mapping)
 
 
 def _check_evaluate(ev: EvaluateConfig, source: str) -> None:
@@ -273,14 +286,32 @@ def _check_model(cfg: RunConfig, source: str, base: Path, check_files: bool) -> 
                     raise ConfigError(f"{source}: '{key}' file '{p}' does not exist; fix the path")
 
 
+def _with_tuned(data: dict, source: str, base: Path) -> dict:
+    """``localize.tuned: FILE``: the ``localize`` block of FILE (written by ``tomopick tune``) laid under the
+    ``localize`` keys given in the config itself, which win."""
+    loc = data.get("localize")
+    if not isinstance(loc, dict) or not loc.get("tuned"):
+        return data
+    path = Path(_resolve(str(loc["tuned"]), base))
+    try:
+        tuned = (yaml.safe_load(path.read_text()) or {}).get("localize")
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ConfigError(f"{source}: 'localize.tuned' file '{path}': cannot read it ({exc}); give the YAML that "
+                          "`tomopick tune` wrote") from None
+    if not isinstance(tuned, dict):
+        raise ConfigError(f"{source}: 'localize.tuned' file '{path}' has no 'localize:' block")
+    return {**data, "localize": {**tuned, **loc, "tuned": str(path)}}
+
+
 def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None = None,
                      check_files: bool = True) -> RunConfig:
     """Build and validate a RunConfig; relative paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    data = _with_tuned(data, source, base)
     cfg = build(RunConfig, data, source)
     cfg.source = source
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
 
     if "evaluate" in data and data["evaluate"] is None:
         cfg.evaluate = EvaluateConfig()  # "evaluate:" with nothing under it = evaluate with defaults
@@ -308,6 +339,7 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     cfg.run_ids = parse_run_ids(cfg.run_ids)
     _check_segment(cfg.segment, source)
     cfg.segment.save_probabilities = _resolve(cfg.segment.save_probabilities, base)
+    cfg.localize.probabilities = _resolve(cfg.localize.probabilities, base)
     _check_localize(cfg.localize, source)
     if cfg.evaluate is not None:
         _check_evaluate(cfg.evaluate, source)

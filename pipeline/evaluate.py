@@ -245,6 +245,8 @@ class EvaluationResult:
     input_params: dict = field(default_factory=dict)
     requested_run_ids: list[str] | None = None
     seconds: float = 0.0
+    pr_curves: dict = field(default_factory=dict)  # object -> [(score level, precision, recall, F-beta)]
+    min_score: float | None = None  # predicted picks scored lower were left out
 
     @property
     def weights(self) -> dict[str, float]:
@@ -321,11 +323,13 @@ def evaluate_project(
     distance_threshold_scale: float | None = None,
     config_path: str | None = None,
     progress: bool = False,
+    min_score: float | None = None,
 ) -> EvaluationResult:
     """Read ground-truth and predicted picks of every run and object through ``pipeline.copick_io`` and score
     them (see the module docstring for the rules). ``run_ids`` None: every run of the project. Missing picks
-    count as empty. ``config_path`` only fills the ``input`` block of the reports; ``progress`` shows a tqdm bar
-    over runs (reading picks through copick is most of the time)."""
+    count as empty. ``min_score``: predicted picks scored lower are left out. ``config_path`` only fills the
+    ``input`` block of the reports; ``progress`` shows a tqdm bar over runs (reading picks through copick is
+    most of the time). The result carries precision-recall curves over the pick score (``pr_curves``)."""
     from pipeline import copick_io
 
     t0 = time.perf_counter()
@@ -346,11 +350,8 @@ def evaluate_project(
     _check_pick_sets_exist(root, runs, {"ground truth": (ground_truth_user_id, ground_truth_session_id),
                                         "predicted": (pick_user_id, pick_session_id)}, config_path)
 
-    def read(run_id: str, name: str, user_id: str, session_id) -> np.ndarray:
-        # missing picks read as an empty array: octopi treats "none" and "empty" alike
-        return copick_io.read_picks(root, run_id, name, user_id, session_id, voxel_size)
-
     picks: dict[str, dict[str, tuple]] = {}
+    scored: dict[str, dict[str, tuple]] = {}
     n_gt = n_pred = 0
     iterator = runs
     if progress:
@@ -358,17 +359,28 @@ def evaluate_project(
 
         iterator = tqdm(runs, desc="evaluate: reading picks", unit="run")
     for run_id in iterator:
-        picks[run_id] = {}
+        picks[run_id], scored[run_id] = {}, {}
         for obj in objects:
-            gt = read(run_id, obj.name, ground_truth_user_id, ground_truth_session_id)
-            pred = read(run_id, obj.name, pick_user_id, pick_session_id)
+            # missing picks read as an empty array: octopi treats "none" and "empty" alike
+            gt = copick_io.read_picks(root, run_id, obj.name, ground_truth_user_id, ground_truth_session_id,
+                                      voxel_size)
+            pred, scores = copick_io.read_scored_picks(root, run_id, obj.name, pick_user_id, pick_session_id,
+                                                       voxel_size)
+            if min_score is not None:
+                pred, scores = pred[scores >= min_score], scores[scores >= min_score]
             n_gt += len(gt)
             n_pred += len(pred)
             picks[run_id][obj.name] = (pred, gt)
+            scored[run_id][obj.name] = (pred, scores, gt)
     t_read = time.perf_counter() - t0
     result = score_picks(
         picks, objects, voxel_size, metric=metric, beta=beta, distance_threshold_scale=distance_threshold_scale
     )
+    from pipeline.evaluate_curves import precision_recall_curves
+
+    result.pr_curves = precision_recall_curves(scored, objects, voxel_size, metric, result.distance_threshold_scale,
+                                               beta)
+    result.min_score = min_score
     result.input_params = {
         "copick_config": None if config_path is None else str(config_path),
         "ground_truth_user_id": ground_truth_user_id,

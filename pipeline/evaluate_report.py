@@ -61,6 +61,7 @@ def parameters_block(result: EvaluationResult) -> dict:
         "metric": result.metric,
         "beta": result.beta,
         "voxel_size": result.voxel_size,
+        **({"min_score": result.min_score} if result.min_score is not None else {}),
     }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Saturated colours that stay apart from each other on a grey tomogram, one per object in label order (cycles).
+PLOT_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # on white
 OBJECT_COLORS = ("#FF3B30", "#00E5FF", "#76FF03", "#FF40FF", "#FFD600", "#FF9100", "#2979FF", "#FFFFFF")
 
 
@@ -41,13 +42,17 @@ def _save(fig, path, **kwargs) -> Path:
 
 def plot_scores(result, path) -> Path:
     """Grouped bars of precision, recall and F-beta per object (counts summed over runs, as the final score
-    uses them), with each object's weight and the final weighted score in the title. Returns ``path``."""
+    uses them), with each object's weight and the final weighted score in the title; beside them, when the
+    picks have scores, precision against recall per object as picks scored below a rising level are left out
+    (``result.pr_curves``). Returns ``path``."""
     path = Path(path)
     names = [o.name for o in result.objects]
     scores = result.object_scores()
     values = np.array([scores[n] for n in names], dtype=float).reshape(-1, 3)
-    fig = _new_figure(max(6.0, 1.3 * len(names) + 2.0), 4.5)
-    ax = fig.add_subplot(1, 1, 1)
+    curves = getattr(result, "pr_curves", None) or {}
+    bars_width = max(6.0, 1.3 * len(names) + 2.0)
+    fig = _new_figure(bars_width + (4.8 if curves else 0.0), 4.5)
+    ax = fig.add_subplot(1, 2, 1) if curves else fig.add_subplot(1, 1, 1)
     x = np.arange(len(names))
     width = 0.26
     bar_labels = ("precision", "recall", f"F{result.beta:g}")
@@ -68,6 +73,20 @@ def plot_scores(result, path) -> Path:
         fontsize=10,
     )
     ax.spines[["top", "right"]].set_visible(False)
+    if curves:
+        pr = fig.add_subplot(1, 2, 2)
+        for i, name in enumerate(names):
+            if name not in curves:
+                continue
+            _, precision, recall, _ = np.array(curves[name]).T
+            pr.plot(recall, precision, "-o", ms=2.5, lw=1.2, color=PLOT_COLORS[i % len(PLOT_COLORS)], label=name)
+        pr.set_xlim(0, 1.02)
+        pr.set_ylim(0, 1.02)
+        pr.set_xlabel("recall")
+        pr.set_ylabel("precision")
+        pr.set_title("picks scored >= a rising level", fontsize=10)
+        pr.legend(fontsize=7, frameon=False, loc="lower left")
+        pr.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _save(fig, path, dpi=120)
 

@@ -31,6 +31,8 @@ def _type_ok(value, annotation) -> tuple[bool, object]:
         if isinstance(value, str):  # "a,b" is accepted where a list is expected (CLI habit)
             return True, [v.strip() for v in value.split(",") if v.strip()]
         return False, value
+    if annotation is dict or origin is dict:
+        return _per_class(value)
     if annotation is bool:
         return isinstance(value, bool), value
     if annotation is int:
@@ -44,6 +46,29 @@ def _type_ok(value, annotation) -> tuple[bool, object]:
             return True, str(value)
         return False, value
     return True, value
+
+
+def _per_class(value) -> tuple[bool, object]:
+    """A per-class number: ``{default: 0.3, ribosome: 0.4}``, a bare number (= the default) or, from the command
+    line, ``"0.3"`` / ``"ribosome=0.4,default=0.3"``."""
+    if isinstance(value, bool):
+        return False, value
+    if isinstance(value, (int, float)):
+        return True, {"default": float(value)}
+    if isinstance(value, str):
+        items = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            if len(items) == 1 and "=" not in items[0]:
+                return True, {"default": float(items[0])}
+            value = dict(item.split("=", 1) for item in items)
+        except ValueError:
+            return False, value
+    if not isinstance(value, dict):
+        return False, value
+    try:
+        return True, {str(k).strip(): float(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        return False, value
 
 
 def _describe(annotation) -> str:

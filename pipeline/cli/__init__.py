@@ -19,6 +19,7 @@ COMMANDS = {
     "segment": ("pipeline.cli.segment", "segment tomograms with octopi models (TTA, sliding windows)"),
     "localize": ("pipeline.cli.localize", "turn segmentations into particle picks (watershed or com)"),
     "evaluate": ("pipeline.cli.evaluate", "score picks against ground truth (octopi or CZII rule)"),
+    "tune": ("pipeline.cli.tune", "tune the peaks method's per-class settings on runs with ground truth"),
     "report": ("pipeline.cli.report", "merge the reports of a sharded job and score all its runs"),
     "show": ("pipeline.cli.show", "render tomogram slices with ground-truth and predicted picks"),
     "synth": ("pipeline.cli.synth", "create a synthetic copick project with ground truth"),

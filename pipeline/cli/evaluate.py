@@ -47,6 +47,9 @@ def add_arguments(p) -> None:
                    help="true: say, per run, which objects have no ground-truth or no predicted picks and which "
                         "pick sets (user/session) the run has instead (octopi's -v True; default false). A value, "
                         "as in octopi: -v True, -v 1")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="leave out predicted picks scored lower: for peaks the peak probability, for watershed/com "
+                        "region voxels / sphere voxels (scores.png draws precision and recall over the score)")
     p.add_argument("--metric", choices=choices("evaluate", "metric"), default=None,
                    help="octopi: octopi 1.7's rule (not one-to-one); czii: the CZII Kaggle rule (each particle once) "
                         f"{d(EvaluateConfig, 'metric')}")
@@ -65,7 +68,8 @@ def run(args) -> int:
         evaluate={"ground_truth_user_id": args.ground_truth_user_id,
                   "ground_truth_session_id": args.ground_truth_session_id, "metric": args.metric,
                   "beta": args.beta, "distance_threshold_scale": args.distance_threshold_scale,
-                  "save_path": args.save_path, "object_names": list_arg(args.object_names)},
+                  "save_path": args.save_path, "object_names": list_arg(args.object_names),
+                  "min_score": args.min_score},
     )
     cfg = config_from_dict(doc, source="tomopick evaluate")
     root = copick_io.open_project(cfg.copick_config)

@@ -22,14 +22,28 @@ Examples:
 from __future__ import annotations
 
 from pipeline.cli.common import add_config_arg, add_device_arg, add_overwrite_arg, add_run_ids_arg, d
-from pipeline.config import LocalizeConfig, RunConfig, choices
+from pipeline.config import LocalizeConfig, RunConfig, choices, default
 
 
 def add_arguments(p) -> None:
     add_config_arg(p)
     p.add_argument("-m", "--method", type=str.lower, choices=choices("localize", "method"), default=None,
-                   help=f"watershed splits touching particles; com: one pick per connected component "
-                        f"{d(LocalizeConfig, 'method')}")
+                   help=f"watershed splits touching particles; com: one pick per connected component; peaks: local "
+                        f"maxima of the class probabilities (needs --probabilities) {d(LocalizeConfig, 'method')}")
+    p.add_argument("--probabilities", default=None, metavar="FOLDER",
+                   help="peaks: read each run's class probabilities from FOLDER/<run>.h5 (written by `tomopick "
+                        "segment --save-probabilities FOLDER`) instead of a segmentation")
+    p.add_argument("--threshold", default=None, metavar="T | NAME=T,...",
+                   help="peaks: lowest peak probability kept, one value or per object, e.g. 0.3 or "
+                        f"default=0.3,ribosome=0.4 (default {default(LocalizeConfig, 'thresholds')['default']:g})")
+    p.add_argument("--smoothing", default=None, metavar="S | NAME=S,...",
+                   help="peaks: Gaussian sigma in units of the object's radius, one value or per object "
+                        f"(default {default(LocalizeConfig, 'smoothing')['default']:g})")
+    p.add_argument("--peak-window", default=None, metavar="W | NAME=W,...",
+                   help="peaks: side of the local-maximum window in units of the object's radius, one value or per "
+                        f"object (default {default(LocalizeConfig, 'peak_window')['default']:g})")
+    p.add_argument("--tuned", default=None, metavar="YAML",
+                   help="peaks settings written by `tomopick tune` (flags given here win over them)")
     p.add_argument("-sinfo", "--seg-info", default=None,
                    help=f"segmentation to read: NAME,USER_ID,SESSION_ID {d(LocalizeConfig, 'segmentation')}")
     p.add_argument("-suri", "--seg-uri", default=None, help="octopi 1.7 spelling of --seg-info, e.g. predict:octopi/1")
@@ -73,6 +87,8 @@ def run(args) -> int:
                   "radius_min_scale": args.radius_min_scale, "radius_max_scale": args.radius_max_scale,
                   "filter_size": args.filter_size, "pick_objects": list_arg(args.pick_objects),
                   "n_procs": args.n_procs, "pick_user_id": args.pick_user_id,
-                  "pick_session_id": args.pick_session_id, "label": args.label},
+                  "pick_session_id": args.pick_session_id, "label": args.label, "probabilities": args.probabilities,
+                  "thresholds": args.threshold, "smoothing": args.smoothing, "peak_window": args.peak_window,
+                  "tuned": args.tuned},
     )
     return run_job(doc, "tomopick localize")

@@ -56,15 +56,22 @@ def read_picks(root, run_id: str, object_name: str, user_id: str, session_id: st
 
     Missing picks give an empty (0, 3) array (octopi: no GT -> every prediction is a FP).
     """
+    return read_scored_picks(root, run_id, object_name, user_id, session_id, voxel_size)[0]
+
+
+def read_scored_picks(root, run_id: str, object_name: str, user_id: str, session_id: str, voxel_size: float):
+    """(centres (N, 3) z, y, x voxels, scores (N,)) as ``read_picks``; copick gives 1.0 to a point without score."""
     run = _get_run(root, run_id)
     what = f"run '{run_id}', object '{object_name}', picks {user_id}/{session_id if session_id is not None else '*'}"
+    copick_picks = None
     try:
         copick_picks = _find_picks(run, object_name, user_id, session_id)
         if copick_picks is None:
-            return np.zeros((0, 3), dtype=np.float64)
+            return np.zeros((0, 3), dtype=np.float64), np.zeros(0, dtype=np.float64)
         picks_xyz_ang = np.asarray(copick_picks.full_positions(), dtype=np.float64).reshape(-1, 3)
+        scores = np.asarray(copick_picks.scores(), dtype=np.float64).reshape(-1)
     except Exception as exc:  # copick/pydantic: truncated JSON, "points": null, malformed points
-        where = _where(copick_picks) if "copick_picks" in locals() and copick_picks is not None else "its file"
+        where = _where(copick_picks) if copick_picks is not None else "its file"
         raise RunError(f"{what}: cannot read {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix or "
                        "remove the file") from None
     if not np.all(np.isfinite(picks_xyz_ang)):
@@ -72,8 +79,8 @@ def read_picks(root, run_id: str, object_name: str, user_id: str, session_id: st
         raise RunError(f"{what}: {bad} of {len(picks_xyz_ang)} points in {_where(copick_picks)} have NaN or "
                        "infinite coordinates; fix or remove them")
     if len(picks_xyz_ang) == 0:
-        return np.zeros((0, 3), dtype=np.float64)
-    return xyz_ang_to_zyx_vox(picks_xyz_ang, voxel_size)
+        return np.zeros((0, 3), dtype=np.float64), np.zeros(0, dtype=np.float64)
+    return xyz_ang_to_zyx_vox(picks_xyz_ang, voxel_size), scores
 
 
 def read_raw_picks(root, run_id: str, object_name: str, user_id: str, session_id: str):

@@ -1,6 +1,7 @@
 """Localization: a label map (or class probabilities) -> particle centres per object (spec section 4).
 
-Methods x backends. A method (``methods.py``: watershed, com) says what it needs and how regions are sized;
+Methods x backends. A method (``methods.py``: watershed, com on label maps; peaks on class probabilities) says
+what it needs and what its score is;
 a backend implements every method with one signature, ``candidates_all(volume, tasks, method, settings, ops)
 -> {name: Candidates}``: ``reference`` (SciPy / scikit-image, octopi's semantics, slow: the yardstick), ``cpu``
 (numba kernels on per-component crops, threads) and ``gpu`` (CuPy / cuCIM and numba CUDA kernels on a volume
@@ -154,7 +155,8 @@ def localize(volume, objects, voxel_size: float, settings=None, *, backend: str 
         volume = volume.detach().cpu().numpy() if hasattr(volume, "detach") else np.asarray(volume)
     shape = tuple(int(s) for s in volume.shape[-3:])
     found = _backend_module(chosen).candidates_all(volume, tasks, method, settings, ops=ops)
-    picks = {t.name: finalize(found[t.name].centers_zyx_vox, found[t.name].sizes, shape, t.window) for t in tasks}
+    picks = {t.name: finalize(found[t.name].centers_zyx_vox, found[t.name].sizes, shape, t.window, method.score)
+             for t in tasks}
     log.debug(
         "localize %s/%s: %s in %.2f s", chosen, method.name, ", ".join(f"{k} {len(v)}" for k, v in picks.items()),
         time.perf_counter() - t0,

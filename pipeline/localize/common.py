@@ -57,6 +57,7 @@ class SizeWindow:
     v_min: float
     v_max: float
     v_sphere: float  # volume of a sphere of the object's full radius: the score's denominator
+    radius: float = 0.0  # the object's radius in voxels
 
     def keeps(self, sizes, strict: bool):
         """Mask of region sizes inside the window: open bounds for ``com`` (strict), closed for watershed."""
@@ -80,7 +81,8 @@ def sphere_volume(radius_vox: float) -> float:
 def size_window(obj: ParticleObject, voxel_size: float, radius_min_scale: float, radius_max_scale: float) -> SizeWindow:
     r_min = obj.radius * radius_min_scale / voxel_size
     r_max = obj.radius * radius_max_scale / voxel_size
-    return SizeWindow(r_min, r_max, sphere_volume(r_min), sphere_volume(r_max), sphere_volume(obj.radius / voxel_size))
+    radius = obj.radius / voxel_size
+    return SizeWindow(r_min, r_max, sphere_volume(r_min), sphere_volume(r_max), sphere_volume(radius), radius)
 
 
 def check_parameters(method: str, filter_size, radius_min_scale, radius_max_scale, voxel_size, backend: str) -> None:
@@ -119,12 +121,13 @@ def check_objects(objects) -> list[ParticleObject]:
     return objects
 
 
-def merge_close_picks(centers_zyx_vox: np.ndarray, sizes: np.ndarray, r_min: float) -> tuple[np.ndarray, np.ndarray]:
+def merge_close_picks(centers_zyx_vox: np.ndarray, sizes: np.ndarray, r_min: float,
+                      reduce: str = "sum") -> tuple[np.ndarray, np.ndarray]:
     """Replace each connected group of picks (pairs at distance <= ``r_min``, transitively) by its mean.
 
     octopi's ``remove_repeated_picks``: a KD-tree neighbour graph with the threshold inclusive, connected
-    components, the unweighted mean of each group. Returns (centres, summed sizes), groups ordered by their
-    first member.
+    components, the unweighted mean of each group. Returns (centres, the group's values summed or, with
+    ``reduce="max"``, their maximum), groups ordered by their first member.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -142,7 +145,11 @@ def merge_close_picks(centers_zyx_vox: np.ndarray, sizes: np.ndarray, r_min: flo
     merged = np.empty((n_groups, 3), np.float64)
     for axis in range(3):
         merged[:, axis] = np.bincount(group, weights=centers_zyx_vox[:, axis], minlength=n_groups) / counts
-    merged_sizes = np.bincount(group, weights=sizes.astype(np.float64), minlength=n_groups)
+    if reduce == "max":
+        merged_sizes = np.full(n_groups, -np.inf)
+        np.maximum.at(merged_sizes, group, sizes.astype(np.float64))
+    else:
+        merged_sizes = np.bincount(group, weights=sizes.astype(np.float64), minlength=n_groups)
     return merged, merged_sizes
 
 
@@ -153,13 +160,49 @@ def inside_border(centers_zyx_vox: np.ndarray, shape_zyx) -> np.ndarray:
     return np.all((centers_zyx_vox >= margin) & (centers_zyx_vox <= size - margin), axis=1)
 
 
-def finalize(centers_zyx_vox: np.ndarray, sizes: np.ndarray, shape_zyx, window: SizeWindow) -> Picks:
-    """Candidates of one object -> Picks: merge within ``r_min``, drop near the border, score (see Picks)."""
+def finalize(centers_zyx_vox: np.ndarray, values: np.ndarray, shape_zyx, window: SizeWindow,
+             score: str = "size") -> Picks:
+    """Candidates of one object -> Picks: merge within ``r_min``, drop near the border, score (see Picks).
+
+    ``score="size"``: ``values`` are region sizes (merged picks sum them; score = size / sphere volume);
+    ``"peak"``: ``values`` are peak probabilities (merged picks keep the highest; score = that probability).
+    """
     centers = np.asarray(centers_zyx_vox, dtype=np.float64).reshape(-1, 3)
-    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
     if centers.shape[0] == 0:
         return Picks()
-    centers, sizes = merge_close_picks(centers, sizes, window.r_min)
+    centers, values = merge_close_picks(centers, values, window.r_min, reduce="max" if score == "peak" else "sum")
     keep = inside_border(centers, shape_zyx)
-    scores = sizes[keep] / window.v_sphere if window.v_sphere > 0 else np.zeros(int(keep.sum()))
+    if score == "peak":
+        scores = values[keep]
+    else:
+        scores = values[keep] / window.v_sphere if window.v_sphere > 0 else np.zeros(int(keep.sum()))
     return Picks(np.ascontiguousarray(centers[keep]), np.asarray(scores, np.float64))
+
+
+def per_class(mapping: dict, name: str) -> float:
+    """A per-class setting (``{"default": 0.3, "ribosome": 0.4}``): the object's own value, else the default."""
+    return float(mapping.get(name, mapping["default"]))
+
+
+@dataclass(frozen=True)
+class PeakParameters:
+    """``peaks`` for one object: Gaussian sigma (voxels), maximum-filter side (voxels, odd) and threshold."""
+
+    sigma: float
+    side: int
+    threshold: float
+
+    @property
+    def reach(self) -> int:
+        """How far (voxels) a voxel's probability can move a smoothed value (SciPy's kernel radius, truncate 4)."""
+        return int(4.0 * self.sigma + 0.5)
+
+
+def peak_parameters(settings, task) -> PeakParameters:
+    """Smoothing ``sigma = smoothing x radius``, a window of ``peak_window x radius`` (odd, >= 3) and the
+    threshold, each from the object's own entry or the default."""
+    radius = task.window.radius
+    sigma = per_class(settings.smoothing, task.name) * radius
+    side = max(3, int(round(per_class(settings.peak_window, task.name) * radius)) | 1)
+    return PeakParameters(sigma, side, per_class(settings.thresholds, task.name))

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow
-from pipeline.localize.methods import Method, backend_function
+from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow, Task, peak_parameters
+from pipeline.localize.methods import LABELS, Method, backend_function
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,27 @@ def as_device_array(label_map, ops: DeviceOps):
     return array
 
 
+def as_device_probabilities(probabilities, ops: DeviceOps):
+    """(classes, z, y, x) probabilities (any float dtype: fp16 from segmentation) as an array of ``ops.xp``,
+    without a host copy when they are on the device already."""
+    from pipeline.errors import RunError
+
+    xp = ops.xp
+    module = type(probabilities).__module__ or ""
+    if module.startswith("torch"):
+        probabilities = probabilities.detach()
+        if probabilities.is_cuda:
+            probabilities = xp.from_dlpack(probabilities.contiguous())
+        else:
+            probabilities = xp.asarray(probabilities.float().numpy())
+    elif not module.startswith(xp.__name__):
+        probabilities = xp.asarray(probabilities)
+    if probabilities.ndim != 4 or probabilities.dtype.kind != "f":
+        raise RunError(f"localize (gpu): expected float (classes, z, y, x) probabilities, got "
+                       f"{probabilities.dtype} {tuple(probabilities.shape)}")
+    return probabilities
+
+
 def _device_index(label_map) -> int | None:
     """CUDA ordinal of a torch tensor or CuPy array; None for host arrays."""
     module = type(label_map).__module__ or ""
@@ -174,8 +195,9 @@ def _centroids_from_stats(stats_host: np.ndarray, offset, window: SizeWindow, st
     return Candidates(centers, sizes[keep].astype(np.float64))
 
 
-def candidates_watershed(label_map, label: int, window: SizeWindow, settings, ops: DeviceOps) -> Candidates:
+def candidates_watershed(label_map, task: Task, settings, ops: DeviceOps) -> Candidates:
     """Candidate centres and region sizes of one class, from a device label map."""
+    label, window = task.label, task.window
     xp, ndi = ops.xp, ops.ndi
     mask = label_map == label
     box = _bbox(mask, ops)
@@ -205,8 +227,9 @@ def candidates_watershed(label_map, label: int, window: SizeWindow, settings, op
     return _centroids_from_stats(ops.to_host(stats), box[:3], window, strict=False)
 
 
-def candidates_com(label_map, label: int, window: SizeWindow, settings, ops: DeviceOps) -> Candidates:
-    components, n = ops.ndi.label(label_map == label, structure=_cross(ops.xp))
+def candidates_com(label_map, task: Task, settings, ops: DeviceOps) -> Candidates:
+    window = task.window
+    components, n = ops.ndi.label(label_map == task.label, structure=_cross(ops.xp))
     n = int(n)  # host sync
     if n == 0:
         return NO_CANDIDATES
@@ -225,7 +248,24 @@ def _out_of_memory_types():
     return tuple(types)
 
 
-_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com}
+def candidates_peaks(probabilities, task: Task, settings, ops: DeviceOps) -> Candidates:
+    """The reference's ``peaks`` on the device, whole volume (smoothing and window maxima by cupyx.scipy.ndimage
+    with SciPy's defaults); centroids of the plateaus by the region-statistics kernel. Only candidates come back."""
+    xp, ndi = ops.xp, ops.ndi
+    params = peak_parameters(settings, task)
+    smooth = ndi.gaussian_filter(probabilities[task.label].astype(xp.float32), params.sigma)
+    peaks = (smooth == ndi.maximum_filter(smooth, size=params.side)) & (smooth >= params.threshold)
+    plateaus, n = ndi.label(peaks, structure=xp.ones((3, 3, 3), dtype=bool))
+    n = int(n)  # host sync
+    if n == 0:
+        return NO_CANDIDATES
+    plateaus = plateaus.astype(xp.int32, copy=False)
+    stats = ops.to_host(ops.stats(plateaus, n))  # (n + 1, 4): count and coordinate sums
+    values = ops.to_host(ndi.maximum(smooth, plateaus, xp.arange(1, n + 1)))
+    return Candidates(stats[1:, 1:] / stats[1:, :1], np.asarray(values, np.float64).reshape(-1))
+
+
+_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
 
 
 def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | None = None) -> dict[str, Candidates]:
@@ -237,13 +277,14 @@ def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | Non
     find = backend_function(_CANDIDATES, method, "gpu")
     ops = ops or cupy_ops()
     with on_device_of(volume, ops):
-        device_map = as_device_array(volume, ops)
+        device_map = (as_device_array(volume, ops) if method.needs == LABELS
+                      else as_device_probabilities(volume, ops))
         found = {}
         oom = _out_of_memory_types()
         host = None
         for task in tasks:
             try:
-                found[task.name] = find(device_map, task.label, task.window, settings, ops)
+                found[task.name] = find(device_map, task, settings, ops)
                 continue
             except oom:
                 log.warning("localize: GPU out of memory on %s; finishing it on the CPU", task.name)

@@ -21,14 +21,15 @@ class Method:
     needs: str  # LABELS or PROBABILITIES
     strict_sizes: bool  # region sizes kept inside open (True) or closed (False) volume bounds
     summary: str  # one line for --help and the README
+    score: str = "size"  # what a pick's score is: "size" (region / sphere volume) or "peak" (peak probability)
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    if method.needs not in (LABELS, PROBABILITIES):
-        raise ValueError(f"method {method.name!r}: needs must be {LABELS!r} or {PROBABILITIES!r}")
+    if method.needs not in (LABELS, PROBABILITIES) or method.score not in ("size", "peak"):
+        raise ValueError(f"method {method.name!r}: needs {LABELS!r} or {PROBABILITIES!r}, score 'size' or 'peak'")
     _REGISTRY[method.name] = method
     return method
 
@@ -37,6 +38,9 @@ register(Method("watershed", LABELS, False,
                 "distance-transform watershed of each class's opened mask: splits touching particles (octopi's "
                 "default)"))
 register(Method("com", LABELS, True, "one pick per 6-connected component, at its centre of mass"))
+register(Method("peaks", PROBABILITIES, False,
+                "local maxima of each class's smoothed probability above a per-class threshold; the score is the "
+                "peak probability", score="peak"))
 
 
 def method_names() -> tuple[str, ...]:

@@ -9,6 +9,8 @@ Spec section 4, one class at a time, on whole-volume arrays (slow, memory-hungry
   ``V_min <= voxels <= V_max``; centroid + crop offset.
 - ``com``: 6-connected components of the mask with ``V_min < voxels < V_max`` (strict); centroid. Unlike
   octopi 1.7 (whose ``com`` picks come out with x and z swapped), the result is (z, y, x).
+- ``peaks`` (ours, on class probabilities): Gaussian smoothing, local maxima above a threshold, one candidate
+  per plateau of maxima (see ``candidates_peaks``).
 
 The fast backends must give the same picks (see tests/test_localize_parity.py).
 """
@@ -18,14 +20,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow
+from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow, Task, peak_parameters
 from pipeline.localize.methods import Method, backend_function
 
 CROSS = ndi.generate_binary_structure(3, 1)
+CUBE = np.ones((3, 3, 3), bool)
 
 
-def candidates_watershed(label_map: np.ndarray, label: int, window: SizeWindow, settings) -> Candidates:
+def candidates_watershed(label_map: np.ndarray, task: Task, settings) -> Candidates:
     """Candidate centres (N, 3) zyx voxels and region sizes (N,) of one class, before merge / border rules."""
+    label, window = task.label, task.window
     mask = label_map == label
     slices = ndi.find_objects(mask.view(np.uint8))
     if not slices or slices[0] is None:
@@ -47,9 +51,10 @@ def candidates_watershed(label_map: np.ndarray, label: int, window: SizeWindow, 
     return _region_centroids(regions, n_markers, offset, window, strict=False)
 
 
-def candidates_com(label_map: np.ndarray, label: int, window: SizeWindow, settings) -> Candidates:
+def candidates_com(label_map: np.ndarray, task: Task, settings) -> Candidates:
     """Candidate centres and sizes of one class by connected components (sizes strictly inside the window)."""
-    components, n = ndi.label(label_map == label, structure=CROSS)
+    window = task.window
+    components, n = ndi.label(label_map == task.label, structure=CROSS)
     if n == 0:
         return NO_CANDIDATES
     return _region_centroids(components, n, np.zeros(3), window, strict=True)
@@ -68,11 +73,28 @@ def _region_centroids(regions: np.ndarray, n_regions: int, offset: np.ndarray, w
     return Candidates(centers.reshape(-1, 3) + offset, sizes[keep].astype(np.float64))
 
 
-_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com}
+def candidates_peaks(probabilities: np.ndarray, task: Task, settings) -> Candidates:
+    """Peaks of one class's probability (channel ``task.label``), on the whole volume: Gaussian smoothing
+    (sigma = smoothing x radius, SciPy's reflect mode and truncate 4), voxels equal to the maximum of their
+    window (side = peak_window x radius) and >= the threshold; each 26-connected group of them (a plateau: its
+    voxels are equal) is one candidate at its centroid, valued at its probability."""
+    params = peak_parameters(settings, task)
+    smooth = ndi.gaussian_filter(np.asarray(probabilities[task.label], dtype=np.float32), params.sigma)
+    peaks = (smooth == ndi.maximum_filter(smooth, size=params.side)) & (smooth >= params.threshold)
+    plateaus, n = ndi.label(peaks, structure=CUBE)
+    if n == 0:
+        return NO_CANDIDATES
+    index = np.arange(1, n + 1)
+    centers = np.asarray(ndi.center_of_mass(peaks, plateaus, index), np.float64).reshape(-1, 3)
+    return Candidates(centers, np.asarray(ndi.maximum(smooth, plateaus, index), np.float64))
+
+
+_CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
 
 
 def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None) -> dict[str, Candidates]:
     """``tasks``: Task(name, label, window) -> {name: Candidates}, one class after another on whole-volume
-    arrays. ``volume``: a host uint8 label map (z, y, x). ``ops`` is the gpu backend's; unused here."""
+    arrays. ``volume``: a host uint8 label map (z, y, x), or (classes, z, y, x) probabilities for ``peaks``.
+    ``ops`` is the gpu backend's; unused here."""
     find = backend_function(_CANDIDATES, method, "reference")
-    return {t.name: find(volume, t.label, t.window, settings) for t in tasks}
+    return {t.name: find(volume, t, settings) for t in tasks}

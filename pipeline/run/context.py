@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.device import DeviceChoice, make_current, resolve_device
@@ -24,7 +25,12 @@ class WorkerContext:
     def open(cls, cfg: RunConfig, device: DeviceChoice | str | None = None, root=None) -> WorkerContext:
         """Resolve the device, open the project, load the models and check their labels against the project."""
         from pipeline import copick_io, overlay_files
-        from pipeline.run.select import input_segmentation, objects_for_model, objects_for_segmentation
+        from pipeline.run.select import (
+            input_probabilities,
+            input_segmentation,
+            objects_for_model,
+            objects_for_segmentation,
+        )
 
         if not isinstance(device, DeviceChoice):
             device = resolve_device(device or cfg.device)
@@ -38,6 +44,16 @@ class WorkerContext:
             ensemble = load_ensemble(cfg.model.configs, cfg.model.weights, device=device.torch_device)
             check_labels(ensemble.labels, project_objects, where=f"model config {cfg.model.configs[0]!r}")
             objects = objects_for_model(cfg, project_objects, ensemble.labels)
+        elif input_probabilities(cfg) is not None:
+            from pipeline.probability_files import read_labels
+
+            folder = Path(input_probabilities(cfg))
+            first = next(iter(sorted(folder.glob("*.h5"))), None)
+            if first is None:
+                from pipeline.errors import ConfigError
+
+                raise ConfigError(f"{cfg.source}: no probability files (*.h5) in '{folder}'")
+            objects = objects_for_segmentation(cfg, project_objects, read_labels(first))
         else:
             seg = input_segmentation(cfg)
             log_labels = overlay_files.read_segmentation_labels(root, seg)

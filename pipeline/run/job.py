@@ -156,6 +156,7 @@ def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_
         ground_truth_session_id=ev.ground_truth_session_id, pick_user_id=loc.pick_user_id,
         pick_session_id=loc.pick_session_id, voxel_size=cfg.voxel_size, metric=ev.metric, beta=ev.beta,
         distance_threshold_scale=ev.distance_threshold_scale, config_path=cfg.copick_config, progress=progress,
+        min_score=ev.min_score,
     )
     save_path = Path(ev.save_path)
     save_path = save_path.with_name(save_path.name + shard_suffix(cfg))  # a shard scores only its own runs

@@ -28,7 +28,13 @@ from pipeline.errors import RunFailed
 from pipeline.run.context import WorkerContext
 from pipeline.run.outputs import RunOutputs
 from pipeline.run.reports import CLAIMED, DONE, FAILED, SKIPPED_DONE, RunRecord
-from pipeline.run.select import Claims, input_segmentation, run_is_done
+from pipeline.run.select import (
+    Claims,
+    input_probabilities,
+    input_segmentation,
+    needs_probabilities,
+    run_is_done,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class _Reader(threading.Thread):
         self.out: queue.Queue = queue.Queue()
         self.slots = threading.Semaphore(depth)
         self.seg = input_segmentation(ctx.cfg)
+        self.probabilities = input_probabilities(ctx.cfg)
 
     def read(self, run_id: str):
         from pipeline import copick_io
@@ -56,6 +63,10 @@ class _Reader(threading.Thread):
         cfg = self.ctx.cfg
         if self.seg is not None:
             return copick_io.read_segmentation(self.ctx.root, run_id, cfg.voxel_size, self.seg)
+        if self.probabilities is not None:
+            from pipeline.probability_files import probability_path, read_probabilities
+
+            return read_probabilities(probability_path(self.probabilities, run_id))
         volume = copick_io.read_tomogram(self.ctx.root, run_id, cfg.voxel_size, cfg.tomo_alg)
         check_finite(volume, f"run '{run_id}': tomogram {cfg.tomo_alg}@{cfg.voxel_size:g}", cfg.segment.nonfinite)
         if self.ctx.device.is_cuda:
@@ -97,6 +108,13 @@ class _Reader(threading.Thread):
         item = self.out.get()
         self.slots.release()
         return item
+
+
+def _on_host(array):
+    """A torch tensor (on any device) as a numpy array; numpy arrays and None as they are."""
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    return array.cpu().numpy()
 
 
 def check_finite(volume: np.ndarray, what: str, policy: str) -> None:
@@ -152,14 +170,16 @@ class RunLoop:
         self._finish(rec)
 
     def segment(self, run_id: str, volume):
-        """(label map on the worker's device, seconds) of one tomogram; probabilities saved when asked."""
+        """(label map on the worker's device, fp16 class probabilities there when a method or the config wants
+        them, seconds) of one tomogram; probabilities saved when asked."""
         from pipeline.segment import save_probabilities, segment_volume
 
         s, device, ensemble = self.cfg.segment, self.ctx.device, self.ctx.ensemble
         t0 = time.perf_counter()
         result = segment_volume(
             volume, ensemble, device=device.torch_device, mode=s.mode, ntta=s.ntta, overlap=s.overlap,
-            window_batch=s.window_batch, precision=s.precision, return_probabilities=bool(s.save_probabilities),
+            window_batch=s.window_batch, precision=s.precision,
+            return_probabilities=bool(s.save_probabilities) or needs_probabilities(self.cfg),
         )
         if device.is_cuda:
             import torch
@@ -171,9 +191,12 @@ class RunLoop:
             folder = Path(s.save_probabilities)
             folder.mkdir(parents=True, exist_ok=True)
             save_probabilities(folder / f"{run_id}.h5", result.probabilities, ensemble.labels)
-        return result.label_map, seconds
+        probabilities = None
+        if needs_probabilities(self.cfg):
+            probabilities = result.probabilities.half()  # what peaks reads; half the memory of float32
+        return result.label_map, probabilities, seconds
 
-    def localize(self, run_id: str, label_map, backend: str):
+    def localize(self, run_id: str, label_map, probabilities, backend: str):
         """(picks or None, host copy of the label map or None) for the writer."""
         from pipeline.localize import localize
 
@@ -181,11 +204,12 @@ class RunLoop:
         picks = None
         if self.cfg.has("localize"):
             t0 = time.perf_counter()
-            picks = localize(label_map, self.ctx.objects, self.cfg.voxel_size, self.cfg.localize, backend=backend)
+            volume = probabilities if needs_probabilities(self.cfg) else label_map
+            picks = localize(volume, self.ctx.objects, self.cfg.voxel_size, self.cfg.localize, backend=backend)
             rec.seconds["localize"] = time.perf_counter() - t0
             rec.picks = {name: len(p) for name, p in picks.items()}
         host_map = None
-        if self.outputs.wants_label_map:
+        if self.outputs.wants_label_map and label_map is not None:
             host_map = label_map if isinstance(label_map, np.ndarray) else label_map.cpu().numpy()
         return picks, host_map
 
@@ -272,27 +296,28 @@ class RunLoop:
                 if read_error is not None:
                     self.fail(run_id, read_error)
                     continue
-                rec.shape_zyx = tuple(int(x) for x in data.shape)
+                rec.shape_zyx = tuple(int(x) for x in data.shape[-3:])
                 try:
                     if self.cfg.has("segment"):
-                        label_map, rec.seconds["segment"] = self.segment(run_id, data)
+                        label_map, probabilities, rec.seconds["segment"] = self.segment(run_id, data)
+                    elif data.ndim == 4:  # class probabilities read from their file
+                        label_map, probabilities = None, data
                     else:
-                        label_map = data
+                        label_map, probabilities = data, None
                     del data
-                    backend = self._backend_for(label_map)
-                    if backend == "gpu":
+                    if self._backend_for(label_map) == "gpu":
                         import torch
 
                         # hand torch's cached blocks (logits, stitch buffers) to CuPy, which has its own pool
                         torch.cuda.empty_cache()
                         done = Future()
-                        done.set_result(self.localize(run_id, label_map, "gpu"))
+                        done.set_result(self.localize(run_id, label_map, probabilities, "gpu"))
                         pending.append((run_id, then_write(run_id, done)))
                     else:  # one host copy, localized in the background while the next run is segmented
-                        host_map = label_map.cpu().numpy() if hasattr(label_map, "cpu") else np.asarray(label_map)
-                        del label_map
-                        pending.append((run_id, then_write(run_id, localizer.submit(self.localize, run_id,
-                                                                                       host_map, "cpu"))))
+                        label_map, probabilities = _on_host(label_map), _on_host(probabilities)
+                        pending.append((run_id, then_write(run_id, localizer.submit(
+                            self.localize, run_id, label_map, probabilities, "cpu"))))
+                        del label_map, probabilities
                 except Exception as exc:  # noqa: BLE001 - this run fails; the job goes on per on_error
                     self.fail(run_id, exc)
                 settle(block=False)

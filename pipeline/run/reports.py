@@ -216,8 +216,11 @@ def localize_log_params(cfg: RunConfig, objects) -> dict:
                   "seg_session_id": source.session_id if source else None},
         "output": {"pick_session_id": loc.pick_session_id, "pick_user_id": loc.pick_user_id},
         "parameters": {"method": loc.method, "radius_min_scale": loc.radius_min_scale,
-                       "radius_max_scale": loc.radius_max_scale, "filter_size": loc.filter_size},
+                       "radius_max_scale": loc.radius_max_scale, "filter_size": loc.filter_size,
+                       **({"thresholds": loc.thresholds, "smoothing": loc.smoothing, "peak_window": loc.peak_window,
+                           "probabilities": loc.probabilities} if loc.method == "peaks" else {})},
         "labels": {o.name: o.label for o in objects},
         "tomopick": {"version": __version__, "device": cfg.device,
-                     "score": "voxels of the pick's region(s) / voxels of a sphere of the object's radius"},
+                     "score": "the peak's smoothed class probability" if loc.method == "peaks" else
+                     "voxels of the pick's region(s) / voxels of a sphere of the object's radius"},
     }

@@ -39,9 +39,28 @@ def written_segmentation(cfg: RunConfig) -> SegSelector | None:
 
 
 def input_segmentation(cfg: RunConfig) -> SegSelector | None:
-    """The segmentation a localize-only job reads, else None."""
-    if cfg.has("localize") and not cfg.has("segment"):
+    """The segmentation a localize-only job reads (for a label-map method), else None."""
+    if cfg.has("localize") and not cfg.has("segment") and not needs_probabilities(cfg):
         return parse_seg_info(cfg.localize.segmentation)
+    return None
+
+
+def needs_probabilities(cfg: RunConfig) -> bool:
+    from pipeline.localize.methods import PROBABILITIES, get_method
+
+    return cfg.has("localize") and get_method(cfg.localize.method).needs == PROBABILITIES
+
+
+def input_probabilities(cfg: RunConfig) -> str | None:
+    """The folder of probability files a localize-only job with a probability method reads, else None."""
+    if cfg.has("localize") and not cfg.has("segment") and needs_probabilities(cfg):
+        from pipeline.errors import ConfigError
+
+        if not cfg.localize.probabilities:
+            raise ConfigError(f"{cfg.source}: method '{cfg.localize.method}' picks from class probabilities; give "
+                              "their folder (localize.probabilities / --probabilities DIR, written by `tomopick "
+                              "segment --save-probabilities DIR`), or run it with the segment stage")
+        return cfg.localize.probabilities
     return None
 
 
@@ -54,10 +73,20 @@ def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str]]:
     """
     from pipeline import copick_io
 
-    seg = input_segmentation(cfg)
+    seg, probabilities = input_segmentation(cfg), input_probabilities(cfg)
     if seg is not None:
         runs, skipped = copick_io.runs_with_segmentation(root, cfg.voxel_size, seg, cfg.run_ids)
         wanted = f"the segmentation {seg.uri()} at {cfg.voxel_size:g} A"
+    elif probabilities is not None:
+        from pipeline.probability_files import runs_with_probabilities
+
+        names = [r.name for r in root.runs]
+        runs, skipped = runs_with_probabilities(probabilities, [r for r in names if not cfg.run_ids or r in cfg.run_ids])
+        skipped.update({r: "no such run in the project" for r in (cfg.run_ids or []) if r not in names})
+        wanted = f"a probability file in {probabilities}"
+        if not runs:
+            raise RunError(f"{cfg.copick_config}: no run has {wanted} (runs: {', '.join(names[:5])}...); write them "
+                           "with `tomopick segment --save-probabilities DIR`")
     else:
         runs, skipped = copick_io.runs_with_tomogram(root, cfg.voxel_size, cfg.tomo_alg, cfg.run_ids)
         wanted = f"tomogram {cfg.tomo_alg}@{cfg.voxel_size:g}"

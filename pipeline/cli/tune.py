@@ -1,0 +1,100 @@
+"""Tune the peaks method on runs with ground truth: per-class threshold, smoothing and window for the best F-beta.
+
+Reads each run's class probabilities from FOLDER/<run>.h5 (write them with `tomopick segment
+--save-probabilities FOLDER`, or segment.save_probabilities in a run config) and its ground-truth picks; sweeps,
+per object class, the peak threshold, the Gaussian smoothing (in units of the object's radius) and the
+local-maximum window (in radii); prints each class's F-beta before (the settings given, else the defaults) and
+after, with a leave-one-run-out estimate (each run scored with the settings tuned on the others: if it is well
+below "after", the tuning fits these runs rather than the data); writes a YAML file whose localize block
+`tomopick localize --tuned FILE` and run configs (localize: {tuned: FILE}) read.
+
+Example:
+  tomopick tune -c config.json --probabilities probs -gtuid data-portal --metric czii -o tuned.yaml
+"""
+
+from __future__ import annotations
+
+from pipeline.cli.common import add_config_arg, d
+from pipeline.config import EvaluateConfig, RunConfig, choices
+
+
+def add_arguments(p) -> None:
+    add_config_arg(p)
+    p.add_argument("--probabilities", required=True, metavar="FOLDER", help="folder of <run>.h5 class probabilities")
+    p.add_argument("-gtuid", "--ground-truth-user-id", default=None,
+                   help=f"user id of the ground-truth picks {d(EvaluateConfig, 'ground_truth_user_id')}")
+    p.add_argument("-gtsid", "--ground-truth-session-id", default=None,
+                   help="session id of the ground-truth picks (default: any session of that user)")
+    p.add_argument("--metric", choices=choices("evaluate", "metric"), default=None,
+                   help=f"octopi's rule or the CZII challenge's {d(EvaluateConfig, 'metric')}")
+    p.add_argument("-fb", "--fbeta", dest="beta", type=float, default=None,
+                   help=f"beta of the F-beta score {d(EvaluateConfig, 'beta')}")
+    p.add_argument("-dts", "--distance-threshold-scale", type=float, default=None,
+                   help="match threshold as a fraction of the radius (default 0.8 octopi, 0.5 czii)")
+    p.add_argument("-runs", "--run-ids", default=None, help="comma-separated runs (default: every run with both)")
+    p.add_argument("-obj", "--pick-objects", default=None, help="comma-separated objects (default: all)")
+    p.add_argument("-vs", "--voxel-size", type=float, default=None,
+                   help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
+    p.add_argument("--threshold", default=None, help="the settings to compare with: thresholds (as localize)")
+    p.add_argument("--smoothing", default=None, help="... smoothing (as localize)")
+    p.add_argument("--peak-window", default=None, help="... window (as localize)")
+    p.add_argument("-o", "--output", default=None, metavar="YAML", help="write the tuned localize block here")
+
+
+def run(args) -> int:
+    import yaml
+
+    from pipeline import atomic, copick_io
+    from pipeline.cli.common import list_arg
+    from pipeline.config import config_from_dict, overlay
+    from pipeline.errors import RunError
+    from pipeline.probability_files import (
+        probability_path,
+        read_labels,
+        read_probabilities,
+        runs_with_probabilities,
+    )
+    from pipeline.run.select import objects_for_segmentation
+    from pipeline.tune import RunData, format_result, tune
+
+    doc = overlay(
+        {"copick_config": args.config, "stages": ["localize"], "evaluate": {}},
+        voxel_size=args.voxel_size,
+        localize={"method": "peaks", "probabilities": args.probabilities, "pick_objects": list_arg(args.pick_objects),
+                  "thresholds": args.threshold, "smoothing": args.smoothing, "peak_window": args.peak_window},
+        evaluate={"ground_truth_user_id": args.ground_truth_user_id,
+                  "ground_truth_session_id": args.ground_truth_session_id, "metric": args.metric,
+                  "beta": args.beta, "distance_threshold_scale": args.distance_threshold_scale},
+    )
+    cfg = config_from_dict(doc, source="tomopick tune")
+    root = copick_io.open_project(cfg.copick_config)
+    names = [r.name for r in root.runs]
+    wanted = list_arg(args.run_ids) or names
+    run_ids, skipped = runs_with_probabilities(cfg.localize.probabilities, [r for r in wanted if r in names])
+    if not run_ids:
+        raise RunError(f"no run of {cfg.copick_config} has probabilities in {cfg.localize.probabilities} "
+                       f"({'; '.join(list(skipped.values())[:3])})")
+    objects = objects_for_segmentation(cfg, copick_io.particle_objects(root),
+                                       read_labels(probability_path(cfg.localize.probabilities, run_ids[0])))
+    ev = cfg.evaluate
+    runs = []
+    for run_id in run_ids:
+        gt = {o.name: copick_io.read_picks(root, run_id, o.name, ev.ground_truth_user_id, ev.ground_truth_session_id,
+                                           cfg.voxel_size) for o in objects}
+        runs.append(RunData(run_id, read_probabilities(probability_path(cfg.localize.probabilities, run_id)), gt))
+    if not any(len(v) for r in runs for v in r.gt.values()):
+        raise RunError(f"no ground-truth picks of user '{ev.ground_truth_user_id}' in runs {', '.join(run_ids)}; "
+                       "check -gtuid/-gtsid")
+    result = tune(runs, objects, cfg.voxel_size, cfg.localize, metric=ev.metric, beta=ev.beta,
+                  distance_threshold_scale=ev.distance_threshold_scale)
+    print(f"tuned on {len(runs)} run(s): {', '.join(run_ids)}")
+    print(format_result(result, ev.metric, ev.beta))
+    if args.output:
+        block = {"localize": result.settings_block()}
+        header = (f"# tomopick tune on {len(runs)} run(s) of {cfg.copick_config}, {ev.metric} rule, beta {ev.beta:g}: "
+                  f"F {result.final_before:.4f} -> {result.final_after:.4f}"
+                  + (f", leave-one-run-out {result.leave_one_out:.4f}" if result.leave_one_out is not None else "")
+                  + "\n# use with: tomopick localize --tuned THIS_FILE, or localize: {tuned: THIS_FILE} in a run config\n")
+        atomic.write_text(args.output, header + yaml.safe_dump(block, sort_keys=False))
+        print(f"wrote {args.output}")
+    return 0

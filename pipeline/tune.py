@@ -1,0 +1,163 @@
+"""Tuning ``peaks`` on runs with ground truth: per-class threshold, smoothing and window for the best F-beta.
+
+The peaks of a class do not depend on the threshold (it only drops those below it), so for each smoothing and
+window the candidates are found once, at the lowest threshold of the grid, and every threshold is then a
+filter: a sweep costs one localization per (smoothing, window) and run. Each class is tuned on its own (its
+F-beta depends only on its own picks; the final score is their weighted mean). A leave-one-run-out estimate
+(tune on all runs but one, score the one left out, counts summed) says whether the tuning generalizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.evaluate import Counts, object_fbeta, resolve_threshold_scale, score_object
+from pipeline.localize.common import Candidates, Task, finalize, per_class, size_window
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
+SMOOTHINGS = (0.15, 0.25, 0.35, 0.5)
+WINDOWS = (0.75, 1.0, 1.5, 2.0)
+
+
+@dataclass
+class RunData:
+    """One run's probabilities and ground truth: ``gt[name]`` (N, 3) z, y, x voxels."""
+
+    run_id: str
+    probabilities: object  # (classes, z, y, x) float
+    gt: dict
+
+
+@dataclass
+class ClassChoice:
+    name: str
+    smoothing: float
+    peak_window: float
+    threshold: float
+    counts: Counts
+    fbeta: float
+
+
+@dataclass
+class TuneResult:
+    before: dict  # name -> (Counts, F-beta) with the settings given
+    after: dict  # name -> ClassChoice
+    final_before: float
+    final_after: float
+    leave_one_out: float | None = None  # final F-beta of the tuning, each run scored with settings from the others
+    leave_one_out_per_class: dict = field(default_factory=dict)
+
+    def settings_block(self) -> dict:
+        """The ``localize:`` YAML block that ``tomopick localize`` and run_all read."""
+        return {
+            "method": "peaks",
+            "thresholds": {n: float(c.threshold) for n, c in self.after.items()},
+            "smoothing": {n: float(c.smoothing) for n, c in self.after.items()},
+            "peak_window": {n: float(c.peak_window) for n, c in self.after.items()},
+        }
+
+
+def _candidates(run: RunData, task: Task, settings, smoothing: float, window: float, floor: float) -> Candidates:
+    from pipeline.localize.cpu import candidates_peaks
+
+    tuned = dataclasses.replace(settings, smoothing={"default": smoothing}, peak_window={"default": window},
+                                thresholds={"default": floor})
+    return candidates_peaks(run.probabilities, task, tuned)
+
+
+def _counts(cands: Candidates, threshold: float, shape, task: Task, gt, metric: str, scale: float) -> Counts:
+    keep = cands.sizes >= threshold
+    picks = finalize(cands.centers_zyx_vox[keep], cands.sizes[keep], shape, task.window, "peak")
+    return score_object(picks.centers_zyx_vox, gt, task.window.radius, metric, scale)
+
+
+def _table(runs, objects, voxel_size, settings, grid, metric, beta, scale):
+    """{name: {(smoothing, window, threshold): [Counts per run]}} over the grid."""
+    out = {}
+    thresholds = sorted(grid["thresholds"])
+    for obj in objects:
+        task = Task(obj.name, obj.label, size_window(obj, voxel_size, settings.radius_min_scale,
+                                                     settings.radius_max_scale))
+        table: dict = {}
+        for smoothing, window in itertools.product(grid["smoothing"], grid["peak_window"]):
+            for run in runs:
+                cands = _candidates(run, task, settings, smoothing, window, thresholds[0])
+                shape = run.probabilities.shape[-3:]
+                gt = run.gt.get(obj.name, np.zeros((0, 3)))
+                for t in thresholds:
+                    table.setdefault((smoothing, window, t), []).append(
+                        _counts(cands, t, shape, task, gt, metric, scale))
+        out[obj.name] = table
+    return out
+
+
+def _best(table: dict, runs_idx, beta: float):
+    """(key, Counts, F-beta) of the best grid point over the runs ``runs_idx`` (ties: the first in grid order)."""
+    best = None
+    for key, per_run in table.items():
+        counts = sum((per_run[i] for i in runs_idx), Counts(0, 0, 0))
+        f = object_fbeta(counts, beta)[2]
+        if best is None or f > best[2] + 1e-12:
+            best = (key, counts, f)
+    return best
+
+
+def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: str, beta: float,
+         distance_threshold_scale: float | None = None, grid: dict | None = None) -> TuneResult:
+    """Best per-class (smoothing, peak_window, threshold) over ``grid`` (keys ``smoothing``, ``peak_window``,
+    ``thresholds``), against the ``settings`` given (a LocalizeConfig) as "before"."""
+    grid = {"smoothing": SMOOTHINGS, "peak_window": WINDOWS, "thresholds": THRESHOLDS, **(grid or {})}
+    for obj in objects:  # the settings given are always candidates, so tuning never scores below them
+        grid = {**grid, "smoothing": tuple(sorted({*grid["smoothing"], per_class(settings.smoothing, obj.name)})),
+                "thresholds": tuple(sorted({*grid["thresholds"], per_class(settings.thresholds, obj.name)})),
+                "peak_window": tuple(sorted({*grid["peak_window"], per_class(settings.peak_window, obj.name)}))}
+    scale = resolve_threshold_scale(metric, distance_threshold_scale)
+    tables = _table(runs, objects, voxel_size, settings, grid, metric, beta, scale)
+    weights = {o.name: o.weight for o in objects}
+    everyone = range(len(runs))
+    before, after = {}, {}
+    for obj in objects:
+        key = (per_class(settings.smoothing, obj.name), per_class(settings.peak_window, obj.name),
+               per_class(settings.thresholds, obj.name))
+        counts = sum(tables[obj.name][key], Counts(0, 0, 0))
+        before[obj.name] = (counts, object_fbeta(counts, beta)[2])
+        (s, w, t), counts, f = _best(tables[obj.name], everyone, beta)
+        after[obj.name] = ClassChoice(obj.name, s, w, t, counts, f)
+    result = TuneResult(before, after, _weighted({n: v[1] for n, v in before.items()}, weights),
+                        _weighted({n: c.fbeta for n, c in after.items()}, weights))
+    if len(runs) > 1:
+        loo = {}
+        for obj in objects:
+            held = Counts(0, 0, 0)
+            for i in everyone:
+                key, _, _ = _best(tables[obj.name], [j for j in everyone if j != i], beta)
+                held = held + tables[obj.name][key][i]
+            loo[obj.name] = object_fbeta(held, beta)[2]
+        result.leave_one_out_per_class = loo
+        result.leave_one_out = _weighted(loo, weights)
+    return result
+
+
+def _weighted(fbetas: dict, weights: dict) -> float:
+    total = sum(weights[n] for n in fbetas)
+    return sum(fbetas[n] * weights[n] for n in fbetas) / total if total > 0 else 0.0
+
+
+def format_result(result: TuneResult, metric: str, beta: float) -> str:
+    lines = [f"{metric} rule, beta {beta:g}",
+             f"{'object':<20} {'F before':>9} {'F after':>8}  {'threshold':>9} {'smoothing':>9} {'window':>6}"
+             f"{'  F left-one-out' if result.leave_one_out is not None else ''}"]
+    for name, choice in result.after.items():
+        loo = f"  {result.leave_one_out_per_class[name]:15.3f}" if result.leave_one_out is not None else ""
+        lines.append(f"{name:<20} {result.before[name][1]:9.3f} {choice.fbeta:8.3f}  {choice.threshold:9.2f} "
+                     f"{choice.smoothing:9.2f} {choice.peak_window:6.2f}{loo}")
+    lines.append(f"final weighted F{beta:g}: before {result.final_before:.4f}, after {result.final_after:.4f}"
+                 + (f", leave-one-run-out {result.leave_one_out:.4f}" if result.leave_one_out is not None else ""))
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""peaks end to end: in the driver (probabilities straight from segmentation), from saved probabilities with
+`tomopick localize --probabilities`, tuned with `tomopick tune`, scored with `tomopick evaluate --min-score`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import copick_io
+from pipeline.cli import main
+from pipeline.config import config_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = ["-mc", str(REPO / "configs/models/demo_unet.yaml"), "-mw", str(REPO / "configs/models/demo_unet.pth")]
+
+
+def picks_and_scores(config, user="octopi", session="1"):
+    root = copick_io.open_project(config)
+    out = {}
+    for run in ("TS_7_0", "TS_7_1"):
+        for o in copick_io.particle_objects(root):
+            out[(run, o.name)] = copick_io.read_scored_picks(root, run, o.name, user, session, 10.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def peaks_projects(synth_project_template, tmp_path_factory):
+    """The driver with method peaks on one copy; segment (saving probabilities) + localize --probabilities on
+    another, with the same model and settings."""
+    from tests.conftest import copy_project
+
+    tmp = tmp_path_factory.mktemp("peaks")
+    driver, chain = copy_project(synth_project_template, tmp / "a"), copy_project(synth_project_template, tmp / "b")
+    from pipeline.run import run_pipeline
+
+    cfg = config_from_dict({
+        "copick_config": str(driver), "device": "cpu",
+        "model": {"configs": [MODEL[1]], "weights": [MODEL[3]]},
+        "segment": {"ntta": 1}, "localize": {"method": "peaks", "n_procs": 1, "thresholds": 0.2},
+        "output": {"dir": str(tmp / "out")},
+    }, source="test")
+    result = run_pipeline(cfg, progress=False)
+    assert [r.status for r in result.records] == ["done", "done"]
+    probs = tmp / "probs"
+    assert main(["segment", "-c", str(chain), *MODEL, "--ntta", "1", "--device", "cpu",
+                 "--save-probabilities", str(probs)]) == 0
+    assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "--threshold", "0.2",
+                 "-np", "1"]) == 0
+    return driver, chain, probs, tmp
+
+
+def test_driver_and_saved_probabilities_give_the_same_scored_picks(peaks_projects):
+    driver, chain, _, _ = peaks_projects
+    a, b = picks_and_scores(driver), picks_and_scores(chain)
+    n = 0
+    for key in a:
+        np.testing.assert_array_equal(a[key][0], b[key][0])
+        np.testing.assert_allclose(a[key][1], b[key][1], atol=1e-6)
+        assert np.all((a[key][1] >= 0.2) & (a[key][1] <= 1.0)), key  # the score is the peak probability
+        n += len(a[key][0])
+    assert n > 0
+
+
+def test_tune_writes_settings_that_localize_reads(peaks_projects, capsys):
+    _, chain, probs, tmp = peaks_projects
+    tuned = tmp / "tuned.yaml"
+    assert main(["tune", "-c", str(chain), "--probabilities", str(probs), "-gtuid", "data-portal", "-gtsid", "0",
+                 "--metric", "czii", "-o", str(tuned)]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-run-out" in out and "before" in out
+    block = yaml.safe_load(tuned.read_text())["localize"]
+    assert block["method"] == "peaks" and set(block["thresholds"]) >= {"ribosome", "apo-ferritin"}
+    final = out.split("final weighted F4: ")[1]
+    before = float(final.split("before ")[1].split(",")[0])
+    after = float(final.split("after ")[1].split(",")[0])
+    assert after >= before
+    # the tuned block, read by localize, gives the tuned score
+    assert main(["localize", "-c", str(chain), "--tuned", str(tuned), "--probabilities", str(probs),
+                 "-psid", "9", "-np", "1"]) == 0
+    assert main(["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-gtsid", "0", "-psid", "9",
+                 "--metric", "czii", "-o", str(tmp / "tuned_scores")]) == 0
+    scored = yaml.safe_load((tmp / "tuned_scores" / "average_metrics.yaml").read_text())
+    assert scored["final_fbeta_score"] == pytest.approx(after, abs=1e-4)
+
+
+def test_min_score_leaves_out_low_scored_picks(peaks_projects):
+    _, chain, _, tmp = peaks_projects
+    counts = {}
+    for min_score in (None, 0.6):
+        out = tmp / f"scores_{min_score}"
+        argv = ["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-gtsid", "0", "-o", str(out)]
+        assert main(argv + (["--min-score", str(min_score)] if min_score else [])) == 0
+        doc = yaml.safe_load((out / "average_metrics.yaml").read_text())
+        counts[min_score] = sum(v["tp"] + v["fp"] for v in doc["aggregated_particle_scores"].values())
+        assert (out / "scores.png").stat().st_size > 10_000
+    kept = sum(int((s >= 0.6).sum()) for _, s in picks_and_scores(chain).values())
+    assert counts[0.6] == kept < counts[None]
