@@ -11,7 +11,6 @@ from pipeline.config import LocalizeConfig, config_from_dict
 from pipeline.errors import ConfigError, RunError
 from pipeline.localize import gpu, localize
 from pipeline.localize.common import Task, peak_parameters, size_window
-from pipeline.localize.cpu import active_boxes
 from tests.localize_sim.volumes import OBJECTS, VOXEL_SIZE, spheres
 
 
@@ -104,18 +103,6 @@ def test_per_class_thresholds():
     assert all(np.all(p.scores >= 0.2) for p in low.values())
 
 
-def test_active_boxes_cover_every_voxel_near_a_hot_one():
-    rng = np.random.default_rng(4)
-    channel = (rng.random((30, 41, 37)) > 0.999).astype(np.float32)
-    boxes = active_boxes(channel, 0.5, margin=5)
-    covered = np.zeros(channel.shape, bool)
-    for box in boxes:
-        covered[box] = True
-    near = ndi.binary_dilation(channel >= 0.5, structure=np.ones((3, 3, 3), bool), iterations=5)
-    assert covered[near].all()
-    assert active_boxes(np.zeros((9, 9, 9), np.float32), 0.5, 3) == []
-
-
 def test_parameters_follow_the_radius():
     obj = OBJECTS[2]
     task = Task(obj.name, obj.label, size_window(obj, VOXEL_SIZE, 0.5, 1.0))
@@ -148,3 +135,25 @@ def test_threshold_spellings(given, want):
 def test_bad_peak_settings_are_refused(block):
     with pytest.raises(ConfigError, match="localize"):
         config_from_dict({"copick_config": "x.json", "stages": ["localize"], "localize": block}, check_files=False)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_smoothing_and_window_maximum_kernels_equal_scipy(seed):
+    """kernels/smooth.py against scipy.ndimage on random non-cubic volumes, also sides shorter than the kernel
+    (SciPy's reflect then folds more than once)."""
+    from kernels.smooth import _conv_x, _conv_y, _conv_z, _max_x, _max_y, _max_z, gaussian_weights
+
+    rng = np.random.default_rng(40 + seed)
+    shape = (int(rng.integers(3, 20)), int(rng.integers(5, 33)), int(rng.integers(7, 41)))
+    x = rng.random(shape, dtype=np.float32)
+    sigma, side = float(rng.uniform(0.6, 3.5)), int(rng.integers(1, 8)) * 2 + 1
+    w = gaussian_weights(sigma)
+    a, b = np.empty_like(x), np.empty_like(x)
+    _conv_x(x, a, w)
+    _conv_y(a, b, w)
+    _conv_z(b, a, w)
+    np.testing.assert_allclose(a, ndi.gaussian_filter(x, sigma), atol=2e-6)
+    _max_x(x, a, side)
+    _max_y(a, b, side)
+    _max_z(b, a, side)
+    np.testing.assert_array_equal(a, ndi.maximum_filter(x, size=side))

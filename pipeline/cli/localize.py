@@ -9,10 +9,12 @@ already by an earlier job are skipped (a job resumes where it stopped); --overwr
 that tomopick did not write are never replaced without it. This is the driver of `run_all.py` with only the localize stage on.
 
 Label ids come from the segmentation's log (<overlay_root>/logs/segment-{user}_{session}_{name}.yaml) when it
-exists, else from the copick config. Each pick's score is the voxel count of the region(s) that made it divided
-by the voxels of a sphere of the object's radius: a size ratio, not a confidence. The regions are those of the
-opened mask, so a particle segmented at 0.6 of its radius scores about 0.6^3 = 0.2; merged picks sum their
-regions.
+exists, else from the copick config. Scores: watershed/com write the voxel count of the region(s) that made a
+pick divided by the voxels of a sphere of the object's radius: a size ratio, not a confidence (the regions are
+those of the opened mask, so a particle segmented at 0.6 of its radius scores about 0.6^3 = 0.2; the demo's
+picks score 0.13-0.30). peaks (-m peaks --probabilities DIR) picks local maxima of each class's smoothed
+probability above a per-class threshold and writes the peak probability as the score (0-1, a confidence);
+tune its settings with `tomopick tune`.
 
 Examples:
   tomopick localize -c config.json -sinfo predict,octopi,1 -vs 10

@@ -92,58 +92,19 @@ def region_centroids(region_vox, n_regions, flat_index, shape_zyx, window: SizeW
     return Candidates(sums[keep] / sizes[keep, None], sizes[keep])
 
 
-BLOCK = 8  # side of the blocks the peaks pre-screen works in
-
-
-def active_boxes(channel: np.ndarray, threshold: float, margin: int) -> list[tuple[slice, slice, slice]]:
-    """Boxes covering every voxel within ``margin`` of one with probability >= ``threshold``: blocks of
-    ``BLOCK``^3 voxels that hold such a voxel, grown by the margin, grouped by connectivity, each group's
-    bounding box (in voxels, clipped to the volume)."""
-    from scipy import ndimage as ndi
-
-    shape = channel.shape
-    grid = tuple(-(-s // BLOCK) for s in shape)
-    hot = np.zeros(tuple(g * BLOCK for g in grid), bool)
-    hot[: shape[0], : shape[1], : shape[2]] = channel >= threshold
-    blocks = hot.reshape(grid[0], BLOCK, grid[1], BLOCK, grid[2], BLOCK).any(axis=(1, 3, 5))
-    if not blocks.any():
-        return []
-    grow = -(-margin // BLOCK)
-    blocks = ndi.binary_dilation(blocks, structure=np.ones((3, 3, 3), bool), iterations=grow)
-    groups, _ = ndi.label(blocks, structure=np.ones((3, 3, 3), bool))
-    boxes = []
-    for found in ndi.find_objects(groups):
-        boxes.append(tuple(slice(sl.start * BLOCK, min(sl.stop * BLOCK, n)) for sl, n in zip(found, shape)))
-    return boxes
-
-
 def candidates_peaks(probabilities: np.ndarray, task: Task, settings) -> Candidates:
-    """The reference's ``peaks`` computed only where they can be: the smoothed value at a voxel is a weighted
-    mean of the probabilities within ``reach`` of it, so it can reach the threshold only near a voxel that does.
-    Each box of ``active_boxes`` is grown by two reaches plus half the window, so inside its core the smoothed
-    values and window maxima are the whole volume's (at the volume's faces both reflect alike): the same
-    candidates as ``reference.candidates_peaks``."""
-    from pipeline.localize.reference import candidates_peaks as whole_volume
+    """The reference's ``peaks`` with numba kernels (kernels/smooth.py): separable smoothing and window maxima,
+    parallel over z, in float32; the peak voxels are few, so their plateaus are grouped sparsely. The same
+    candidates as ``reference.candidates_peaks`` up to float32 rounding of the smoothed values."""
+    from kernels.smooth import plateau_candidates, smooth_and_peaks
 
     params = peak_parameters(settings, task)
     channel = probabilities[task.label]
-    margin = 2 * params.reach + params.side // 2 + 1
-    # a hair below the threshold: a smoothed value is a weighted mean whose weights sum to 1 only up to rounding
-    boxes = active_boxes(channel, params.threshold - 1e-3, margin)
-    centers, values = [], []
-    for box in boxes:
-        crop = np.asarray(channel[box], dtype=np.float32)[None]
-        found = whole_volume(crop, task._replace(label=0), settings)
-        if len(found.sizes):
-            centers.append(found.centers_zyx_vox + np.array([sl.start for sl in box], np.float64))
-            values.append(found.sizes)
-    if not centers:
+    if float(channel.max()) < params.threshold:  # a weighted mean cannot exceed its largest value
         return NO_CANDIDATES
-    centers, values = np.concatenate(centers), np.concatenate(values)
-    # the boxes of two groups of blocks can overlap: a plateau inside both is found twice, identically
-    _, first = np.unique(np.round(centers, 4), axis=0, return_index=True)
-    first = np.sort(first)
-    return Candidates(centers[first], values[first])
+    index, values = smooth_and_peaks(channel, params.sigma, params.side, params.threshold)
+    centers, values = plateau_candidates(index, values, channel.shape)
+    return Candidates(centers, values) if len(values) else NO_CANDIDATES
 
 
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
@@ -154,22 +115,18 @@ def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None
     threads. ``volume``: a host uint8 label map (z, y, x), or (classes, z, y, x) probabilities for ``peaks``.
     ``ops`` is the gpu backend's; unused here."""
     find = backend_function(_CANDIDATES, method, "cpu")
-    if method.needs == PROBABILITIES:
-        def one(task):
-            return task.name, find(volume, task, settings)
+    if method.needs == PROBABILITIES:  # one class at a time: its kernels use every core
+        return {task.name: find(volume, task, settings) for task in tasks}
+    shape = volume.shape
+    components = scan(volume, [t.label for t in tasks])
+    comp_value, comp_start = components[0], components[1]
+    sizes = np.bincount(comp_value, weights=np.diff(comp_start), minlength=256) if comp_value.size else np.zeros(256)
 
-        ordered = list(tasks)
-    else:
-        shape = volume.shape
-        components = scan(volume, [t.label for t in tasks])
-        comp_value, comp_start = components[0], components[1]
-        sizes = np.bincount(comp_value, weights=np.diff(comp_start), minlength=256) if comp_value.size else np.zeros(256)
+    def one(task):
+        return task.name, find(shape, components, task, settings)
 
-        def one(task):
-            return task.name, find(shape, components, task, settings)
-
-        # biggest classes first, so the last one to finish is a small one
-        ordered = sorted(tasks, key=lambda t: -sizes[t.label])
+    # biggest classes first, so the last one to finish is a small one
+    ordered = sorted(tasks, key=lambda t: -sizes[t.label])
     workers = max(1, min(int(settings.n_procs), len(ordered)))
     if workers == 1:
         return dict(one(t) for t in ordered)
