@@ -38,11 +38,20 @@ class ModelConfig:
 
 @dataclass
 class SegmentConfig:
-    mode: str = "fast"  # fast | compat
+    """Segmentation settings; fast-mode tiling defaults chosen on the quality gate (benchmarks/RESULTS.md)."""
+
+    mode: str = "fast"  # fast | compat (octopi 1.7's windows, blending and precision: the yardstick)
     ntta: int = 4
-    overlap: float = 0.5
-    window_batch: int = 4
+    overlap: float = 0.5  # compat: MONAI's window overlap
+    window_batch: int = 4  # network inputs per forward pass
+    # auto: fast mode bf16 autocast on CPUs with AMX or AVX512-BF16, else fp32; compat fp32 on the CPU; fp16 on CUDA
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    runtime: str = "torch"  # torch | compile | onnxruntime | openvino (CPU) | cudagraphs | tensorrt (CUDA)
+    margin: int = 16  # fast: least overlap in voxels of the kept parts of neighbouring windows
+    border: int = 0  # fast: voxels at each inner window face that are discarded (weight 0)
+    blend: str = "gaussian"  # fast: gaussian | constant window weights
+    sigma_scale: float = 0.125  # fast: Gaussian sigma as a fraction of the window side
+    max_window: int | None = None  # fast: largest window side in voxels (null: the model's dim_in)
     write_segmentation: str | None = "predict,octopi,1"  # NAME,USER_ID,SESSION_ID, or null to not write it
     save_probabilities: str | None = None  # folder for per-run HDF5 probabilities
 
@@ -100,6 +109,8 @@ class RunConfig:
 _CHOICES = {
     ("segment", "mode"): ("fast", "compat"),
     ("segment", "precision"): ("auto", "fp32", "fp16", "bf16"),
+    ("segment", "runtime"): ("torch", "compile", "onnxruntime", "openvino", "cudagraphs", "tensorrt"),
+    ("segment", "blend"): ("gaussian", "constant"),
     ("localize", "method"): ("watershed", "com"),
     ("evaluate", "metric"): ("octopi", "czii"),
     ("output", "on_error"): ("raise", "skip"),
@@ -260,6 +271,13 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
         raise ConfigError(f"{source}: 'segment.overlap' should be in [0, 1), got {s.overlap}")
     if s.window_batch < 1:
         raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
+    if s.margin < 0 or s.border < 0:
+        raise ConfigError(f"{source}: 'segment.margin' and 'segment.border' should be >= 0 voxels, "
+                          f"got {s.margin} and {s.border}")
+    if not s.sigma_scale > 0:
+        raise ConfigError(f"{source}: 'segment.sigma_scale' should be > 0, got {s.sigma_scale}")
+    if s.max_window is not None and s.max_window < 1:
+        raise ConfigError(f"{source}: 'segment.max_window' should be null or >= 1 voxels, got {s.max_window}")
     if s.write_segmentation is not None:
         try:
             parse_seg_info(s.write_segmentation)

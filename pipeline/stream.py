@@ -325,11 +325,8 @@ def process_runs(cfg: RunConfig, root, run_ids: list[str], objects, device: Devi
                 rec.shape_zyx = tuple(int(x) for x in volume.shape)
                 try:
                     t0 = time.perf_counter()
-                    result = segment_volume(
-                        volume, ensemble, device=device.torch_device, mode=s.mode, ntta=s.ntta, overlap=s.overlap,
-                        window_batch=s.window_batch, precision=s.precision,
-                        return_probabilities=bool(s.save_probabilities),
-                    )
+                    result = segment_volume(volume, ensemble, s, device=device.torch_device,
+                                            return_probabilities=bool(s.save_probabilities))
                     label_map = result.label_map
                     if device.is_cuda:
                         import torch

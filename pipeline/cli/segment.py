@@ -81,6 +81,7 @@ def _segment_runs(job: Job, run_ids: list[str], device: str, progress: bool = Tr
     from tqdm import tqdm
 
     from pipeline import copick_io
+    from pipeline.config import SegmentConfig
     from pipeline.models import load_ensemble
     from pipeline.segment import save_probabilities, segment_volume
 
@@ -101,8 +102,8 @@ def _segment_runs(job: Job, run_ids: list[str], device: str, progress: bool = Tr
             if nxt < len(run_ids):
                 pending.append(reader.submit(read, run_ids[nxt]))
             t_read = time.perf_counter() - t0
-            result = segment_volume(volume, ensemble, device=device,
-                                    return_probabilities=probabilities_dir is not None, **job.settings)
+            result = segment_volume(volume, ensemble, SegmentConfig(**job.settings), device=device,
+                                    return_probabilities=probabilities_dir is not None)
             label_map = result.label_map.cpu().numpy()
             copick_io.write_segmentation(root, rid, label_map, tomo.voxel_size, seg)
             if probabilities_dir is not None:
