@@ -49,7 +49,7 @@ def parse_setting(text: str, ntta: int | None = None) -> SegmentConfig:
                 typed = None
             elif isinstance(default, bool):
                 typed = value.lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int) or key == "max_window":
+            elif isinstance(default, int):
                 typed = int(value)
             elif isinstance(default, float):
                 typed = float(value)

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--model-config", default=str(REPO / "configs/models/demo_unet.yaml"))
     p.add_argument("--model-weights", default=str(REPO / "configs/models/demo_unet.pth"))
     p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--fast-max-window", type=int, default=None)
+    p.add_argument("--fast-window-scale", type=float, default=None, help="fast mode's window_scale (default: config)")
     p.add_argument("--fast-margin", type=int, default=None, help="fast mode's margin (default: the config's)")
     p.add_argument("--runtime", default="torch", help="fast mode's runtime (compat and the reference run torch)")
     p.add_argument("--skip-reference", action="store_true")
@@ -94,7 +94,9 @@ def main(argv=None) -> int:
     ens = load_ensemble(args.model_config, args.model_weights, device=str(device))
     common = dict(ntta=args.ntta, overlap=args.overlap, window_batch=args.window_batch, precision=args.precision)
     compat_settings = SegmentConfig(mode="compat", **common)
-    fast_settings = SegmentConfig(mode="fast", max_window=args.fast_max_window, runtime=args.runtime, **common)
+    fast_settings = SegmentConfig(mode="fast", runtime=args.runtime, **common)
+    if args.fast_window_scale is not None:
+        fast_settings.window_scale = args.fast_window_scale
     if args.fast_margin is not None:
         fast_settings.margin = args.fast_margin
     dev = str(device)

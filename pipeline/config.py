@@ -47,11 +47,11 @@ class SegmentConfig:
     # auto: fast mode bf16 autocast on CPUs with AMX or AVX512-BF16, else fp32; compat fp32 on the CPU; fp16 on CUDA
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
     runtime: str = "torch"  # torch | compile | onnxruntime | openvino (CPU) | cudagraphs | tensorrt (CUDA)
-    margin: int = 16  # fast: least overlap in voxels of the kept parts of neighbouring windows
-    border: int = 0  # fast: voxels at each inner window face that are discarded (weight 0)
+    window_scale: float = 1.5  # fast: largest window side as a multiple of the model's dim_in (1: dim_in)
+    margin: int = 0  # fast: least overlap in voxels of the kept parts of neighbouring windows
+    border_scale: float = 0.125  # fast: band discarded at inner window faces, a fraction of dim_in (8 at 64)
     blend: str = "gaussian"  # fast: gaussian | constant window weights
     sigma_scale: float = 0.125  # fast: Gaussian sigma as a fraction of the window side
-    max_window: int | None = None  # fast: largest window side in voxels (null: the model's dim_in)
     write_segmentation: str | None = "predict,octopi,1"  # NAME,USER_ID,SESSION_ID, or null to not write it
     save_probabilities: str | None = None  # folder for per-run HDF5 probabilities
 
@@ -271,13 +271,16 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
         raise ConfigError(f"{source}: 'segment.overlap' should be in [0, 1), got {s.overlap}")
     if s.window_batch < 1:
         raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
-    if s.margin < 0 or s.border < 0:
-        raise ConfigError(f"{source}: 'segment.margin' and 'segment.border' should be >= 0 voxels, "
-                          f"got {s.margin} and {s.border}")
+    if s.margin < 0:
+        raise ConfigError(f"{source}: 'segment.margin' should be >= 0 voxels, got {s.margin}")
+    if not 0 <= s.border_scale < 0.5:
+        raise ConfigError(f"{source}: 'segment.border_scale' should be in [0, 0.5) (a fraction of the model's "
+                          f"dim_in), got {s.border_scale}")
     if not s.sigma_scale > 0:
         raise ConfigError(f"{source}: 'segment.sigma_scale' should be > 0, got {s.sigma_scale}")
-    if s.max_window is not None and s.max_window < 1:
-        raise ConfigError(f"{source}: 'segment.max_window' should be null or >= 1 voxels, got {s.max_window}")
+    if not s.window_scale >= 1:
+        raise ConfigError(f"{source}: 'segment.window_scale' should be >= 1 (a multiple of the model's dim_in), "
+                          f"got {s.window_scale}")
     if s.write_segmentation is not None:
         try:
             parse_seg_info(s.write_segmentation)

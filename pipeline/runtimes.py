@@ -104,7 +104,11 @@ class ChannelsLastInstanceNorm3d(torch.nn.Module):
     torch's own instance norm turns a channels-last input into a standard one (and is slower on it: 26 ms
     against this one's 19.5 ms for (8, 32, 32, 32, 32) on 2 CPU cores), which would cost two layout conversions
     around every convolution. Same statistics (biased variance, ``eps``), computed on a (batch, voxels, channels)
-    view; equal to torch's within float32 rounding.
+    view; equal to torch's within float32 rounding. Half-precision inputs (bf16/fp16 autocast) go to torch's
+    channels-last group norm with one group per channel (the same function, statistics accumulated in float32):
+    19x faster than the float32 copy here for bf16 (11.5 vs 216 ms for (4, 16, 96, 48, 48) on 2 cores), with an
+    error below the output's own rounding. Its float32 kernel is less exact (3e-4 against 2e-6), so float32
+    inputs keep the exact path.
     """
 
     def __init__(self, norm: torch.nn.InstanceNorm3d):
@@ -117,6 +121,8 @@ class ChannelsLastInstanceNorm3d(torch.nn.Module):
         if x.ndim != 5:
             return torch.nn.functional.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
         b, c = x.shape[:2]
+        if x.dtype in (torch.bfloat16, torch.float16):
+            return torch.nn.functional.group_norm(x, c, weight=self.weight, bias=self.bias, eps=self.eps)
         # statistics in float32, as torch's own norm keeps them: squares of fp16 activations overflow past 256
         v = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).float()  # a view when x is channels-last float32
         centred = v - v.mean(dim=1, keepdim=True)

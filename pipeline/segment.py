@@ -7,13 +7,14 @@ Two modes, one code path for every device (spec section 3); settings are a ``pip
   blending, zero padding; ``pipeline.tiling.monai_plan``), inverse-transform the logits and add them in float32;
   divide by the transforms, average over models, softmax, argmax. ``precision: auto`` keeps octopi's numbers:
   fp32 on the CPU, fp16 autocast on CUDA.
-- ``fast`` (default) keeps octopi's picks for less work: windows of ``dim_in`` spread evenly over each axis with
-  at least ``margin`` voxels of overlap (``tiling.even_plan``), optionally a discarded ``border`` band at inner
-  window faces, Gaussian blending, the ``ntta`` transforms of one window batched into one forward pass (one
-  window read, one stitch), argmax of the averaged logits (softmax does not change it). The stitcher keeps one
-  window depth of z at a time and writes finished z-bands straight into the uint8 label map (the whole
-  probabilities only when asked for). ``precision: auto`` is bf16 autocast on CPUs with AMX or AVX512-BF16.
-  The tiling defaults were chosen on the quality gate (benchmarks/bench_quality.py, benchmarks/RESULTS.md).
+- ``fast`` (default) keeps octopi's picks for less work: windows spread evenly over each axis (nnU-Net style,
+  ``tiling.even_plan``), up to ``window_scale`` x ``dim_in`` a side, a band of ``border_scale`` x ``dim_in``
+  voxels discarded at inner window faces and at least ``margin`` voxels of overlap between the kept parts,
+  Gaussian blending; the ``ntta`` transforms of one window batched into one forward pass (one window read, one
+  stitch); argmax of the averaged logits (softmax does not change it). The stitcher keeps one window depth of z
+  at a time and writes finished z-bands straight into the uint8 label map (the whole probabilities only when
+  asked for). ``precision: auto`` is bf16 autocast on CPUs with AMX or AVX512-BF16, fp32 on other CPUs. The
+  tiling defaults were chosen on the quality gate (benchmarks/bench_quality.py, benchmarks/RESULTS.md).
 
 How the networks run (layout, precision, ``runtime``) is ``pipeline.runtimes``; the yardstick with MONAI's own
 sliding windows is ``pipeline.segment_reference``. On CUDA the tomogram, the logits and the label map stay on the
@@ -86,9 +87,10 @@ def check_settings(settings: SegmentConfig) -> None:
         raise ConfigError(f"sliding-window batch size {s.window_batch}: must be >= 1")
     if s.blend not in BLENDS:
         raise ConfigError(f"blend {s.blend!r}: expected one of {', '.join(BLENDS)}")
-    if s.margin < 0 or s.border < 0 or not s.sigma_scale > 0:
-        raise ConfigError(f"margin {s.margin}, border {s.border}, sigma_scale {s.sigma_scale}: need margin >= 0, "
-                          "border >= 0 and sigma_scale > 0")
+    if s.margin < 0 or not 0 <= s.border_scale < 0.5 or not s.sigma_scale > 0 or not s.window_scale >= 1:
+        raise ConfigError(f"margin {s.margin}, border_scale {s.border_scale}, sigma_scale {s.sigma_scale}, "
+                          f"window_scale {s.window_scale}: need margin >= 0, 0 <= border_scale < 0.5, "
+                          "sigma_scale > 0 and window_scale >= 1")
 
 
 def _setup(ensemble, settings: SegmentConfig, device: str) -> tuple[torch.device, list, dict]:
@@ -180,25 +182,32 @@ def _fast_predictor(runners, transforms, max_batch: int):
     return predictor
 
 
+def border_voxels(ensemble, settings: SegmentConfig) -> int:
+    return int(round(settings.border_scale * ensemble.dim_in))
+
+
 def fast_plan(shape_zyx, ensemble, settings: SegmentConfig) -> tiling.TilePlan:
     """Fast mode's windows: the kept parts of neighbours overlap by >= margin (so windows by margin + 2 border)."""
+    border = border_voxels(ensemble, settings)
+    if settings.margin + 2 * border >= ensemble.dim_in:
+        raise ConfigError(f"margin {settings.margin} + 2 x border {border} (border_scale {settings.border_scale}): "
+                          f"neighbouring windows cannot overlap that much with the model's dim_in "
+                          f"{ensemble.dim_in}; use smaller values")
     return tiling.even_plan(tuple(shape_zyx), ensemble.dim_in, divisor=getattr(ensemble, "size_divisor", 1),
-                            max_window=settings.max_window or ensemble.dim_in,
-                            margin=settings.margin + 2 * settings.border)
+                            max_window=int(settings.window_scale * ensemble.dim_in),
+                            margin=settings.margin + 2 * border)
 
 
 def _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, stats, finish=None):
     plan = fast_plan(volume.shape, ensemble, settings)
-    if 2 * settings.border >= min(plan.window):
-        raise ConfigError(f"border {settings.border}: must be less than half the window side {min(plan.window)}")
-    weights = tiling.window_weights(plan, settings.blend, sigma_scale=settings.sigma_scale, border=settings.border,
-                                    device=volume.device)
+    weights = tiling.window_weights(plan, settings.blend, sigma_scale=settings.sigma_scale,
+                                    border=border_voxels(ensemble, settings), device=volume.device)
     predictor = _fast_predictor(runners, transforms, max_batch=settings.window_batch)
     positions = max(1, settings.window_batch // len(transforms))
     channels_last = runtimes.uses_channels_last(stats["runtime"], volume.device)
     n = plan.n_windows * len(transforms) * len(runners)
     stats.update(windows=stats["windows"] + n, network_voxels=stats["network_voxels"] + n * int(np.prod(plan.window)),
-                 window_shape=plan.window, channels_last=channels_last)
+                 window_shape=plan.window, border=border_voxels(ensemble, settings), channels_last=channels_last)
     return tiling.sliding_window(volume, predictor, plan, window_batch=positions, weights=weights,
                                  out_device=out_device, out_channels=ensemble.num_classes,
                                  channels_last=channels_last, finish=finish)

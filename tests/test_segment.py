@@ -96,8 +96,8 @@ def test_pointwise_network_same_logits_in_both_modes(mode, shape):
     """For a network without spatial context, windows and transforms change nothing: logits = net(normalised)."""
     ens = pointwise_ensemble()
     vol = random_volume(shape, seed=11)
-    got, _ = compute_logits(vol, ens, SegmentConfig(mode=mode, ntta=8, max_window=12, margin=3, precision="fp32"),
-                            device=CPU)
+    settings = SegmentConfig(mode=mode, ntta=8, window_scale=1.5, margin=3, border_scale=0.125, precision="fp32")
+    got, _ = compute_logits(vol, ens, settings, device=CPU)
     with torch.inference_mode():
         want = ens.models[0](normalize_volume(torch.from_numpy(vol))[None, None])[0]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -197,15 +197,16 @@ def test_fast_channels_last_same_logits(shape, ntta):
     seed = int(np.random.SeedSequence().entropy % 2**31)
     ens = tiny_unet_ensemble(2, seed=seed)
     vol = random_volume(shape, seed=seed)
-    fast = SegmentConfig(ntta=ntta, precision="fp32", margin=4)
+    fast = SegmentConfig(ntta=ntta, precision="fp32", margin=2, border_scale=0.125)
     on, stats_on = compute_logits(vol, ens, fast, device=CPU)
     assert stats_on["channels_last"] and stats_on["precision"] == "fp32"
     plan = fast_plan(shape, ens, fast)
     transforms = tta_transforms(ntta)
     with torch.inference_mode():
         plain = _fast_predictor([_plain_runner(m, torch.device(CPU), "fp32") for m in ens.models], transforms, 4)
+        weights = tiling.window_weights(plan, "gaussian", border=2)  # 0.125 x dim_in 16
         off = tiling.sliding_window(normalize_volume(torch.from_numpy(vol)), plain, plan,
-                                    window_batch=max(1, 4 // ntta), weights=tiling.window_weights(plan, "gaussian"))
+                                    window_batch=max(1, 4 // ntta), weights=weights)
     torch.testing.assert_close(on, off, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
     assert next(ens.models[0].parameters()).is_contiguous()  # the caller's networks are left as loaded
     # converted once per network and device, not once per tomogram
@@ -216,7 +217,8 @@ def test_fast_channels_last_same_logits(shape, ntta):
 def test_fast_mode_outputs_and_fewer_windows():
     ens = tiny_unet_ensemble(seed=1)
     vol = random_volume((18, 36, 30), seed=4)
-    fast = segment_volume(vol, ens, SegmentConfig(ntta=4, margin=4), device=CPU, return_probabilities=True)
+    settings = SegmentConfig(ntta=4, margin=2, border_scale=0.125)
+    fast = segment_volume(vol, ens, settings, device=CPU, return_probabilities=True)
     compat = segment_volume(vol, ens, SegmentConfig(mode="compat", ntta=4), device=CPU)
     assert fast.label_map.shape == (18, 36, 30) and fast.label_map.dtype == torch.uint8
     assert fast.label_map.device.type == "cpu"
@@ -229,14 +231,14 @@ def test_fast_mode_outputs_and_fewer_windows():
     assert compat.stats["precision"] == "fp32" and "compat" in compat.stats["precision_reason"]
 
 
-@pytest.mark.parametrize("border", [0, 3])
+@pytest.mark.parametrize("border_scale", [0, 0.1875])  # 0 and 3 voxels at dim_in 16
 @pytest.mark.parametrize("return_probabilities", [False, True])
-def test_streamed_label_map_equals_whole_volume_stitching(border, return_probabilities):
+def test_streamed_label_map_equals_whole_volume_stitching(border_scale, return_probabilities):
     """segment_volume's fast mode finishes z-bands as it goes; its labels equal the whole-volume logits' argmax."""
     seed = int(np.random.SeedSequence().entropy % 2**31)
     ens = tiny_unet_ensemble(seed=seed)
     vol = random_volume((45, 30, 26), seed=seed)  # 45 = several z-bands of 16
-    settings = SegmentConfig(ntta=2, margin=4, border=border, precision="fp32")
+    settings = SegmentConfig(ntta=2, margin=4, border_scale=border_scale, precision="fp32")
     logits, _ = compute_logits(vol, ens, settings, device=CPU)
     got = segment_volume(vol, ens, settings, device=CPU, return_probabilities=return_probabilities)
     if not return_probabilities:  # the same sums in the same order: identical labels
@@ -267,8 +269,8 @@ def test_bf16_fast_mode_close_to_fp32():
     seed = int(np.random.SeedSequence().entropy % 2**31)
     ens = tiny_unet_ensemble(seed=seed)
     vol = random_volume((20, 34, 30), seed=seed)
-    fp32, _ = compute_logits(vol, ens, SegmentConfig(ntta=2, margin=4, precision="fp32"), device=CPU)
-    bf16, stats = compute_logits(vol, ens, SegmentConfig(ntta=2, margin=4, precision="bf16"), device=CPU)
+    fp32, _ = compute_logits(vol, ens, SegmentConfig(ntta=2, margin=2, precision="fp32"), device=CPU)
+    bf16, stats = compute_logits(vol, ens, SegmentConfig(ntta=2, margin=2, precision="bf16"), device=CPU)
     assert stats["precision"] == "bf16"
     scale = float(fp32.abs().max())
     torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.05 * scale, msg=lambda m: f"seed {seed}: {m}")
@@ -286,8 +288,8 @@ def test_bad_arguments():
         segment_volume(vol, ens, SegmentConfig(precision="fp8"), device=CPU)
     with pytest.raises(ConfigError, match="batch size 0"):
         segment_volume(vol, ens, SegmentConfig(window_batch=0), device=CPU)
-    with pytest.raises(ConfigError, match="border 4"):
-        segment_volume(vol, ens, SegmentConfig(border=4), device=CPU)
+    with pytest.raises(ConfigError, match=r"margin 1 \+ 2 x border 4 \(border_scale 0.45\)"):
+        segment_volume(vol, ens, SegmentConfig(margin=1, border_scale=0.45), device=CPU)
     with pytest.raises(ConfigError, match="blend 'cosine'"):
         segment_volume(vol, ens, SegmentConfig(blend="cosine"), device=CPU)
 

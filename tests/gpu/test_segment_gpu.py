@@ -32,7 +32,7 @@ def test_gpu_fp32_matches_cpu(mode):
     from pipeline.segment import compute_logits, segment_volume
 
     vol = volume((20, 45, 33), seed=1)
-    settings = SegmentConfig(mode=mode, ntta=4, margin=4, precision="fp32")
+    settings = SegmentConfig(mode=mode, ntta=4, margin=2, border_scale=0.125, precision="fp32")
     cpu, _ = compute_logits(vol, tiny_ensemble(), settings, device="cpu")
     gpu, stats = compute_logits(vol, tiny_ensemble(), settings, device="cuda")
     assert gpu.device.type == "cuda" and not stats["host_stitching"]
@@ -84,7 +84,7 @@ def test_oom_falls_back_to_host_stitching(monkeypatch, caplog):
     vol = volume((16, 20, 20), seed=4)
     from pipeline.config import SegmentConfig
 
-    result = segment.segment_volume(vol, tiny_ensemble(), SegmentConfig(ntta=2, margin=4), device="cuda")
+    result = segment.segment_volume(vol, tiny_ensemble(), SegmentConfig(ntta=2, margin=2, border_scale=0.125), device="cuda")
     assert result.stats["host_stitching"] and "stitching windows on the host" in caplog.text
     assert result.label_map.device.type == "cuda"
     assert calls[0].startswith("cuda") and calls[-1] == "cpu"
