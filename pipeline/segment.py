@@ -170,14 +170,13 @@ def _fast_predictor(runners, transforms, max_batch: int):
             inputs = torch.cat([t.forward(batch) for t in group])
             for run in runners:
                 outputs = [run(chunk) for chunk in torch.split(inputs, max_batch)]
-                out = (outputs[0] if len(outputs) == 1 else torch.cat(outputs)).float()
+                out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+                # inverse transforms in the network's dtype (bf16: half the bytes to move); sums in float32
                 parts.extend(t.inverse(out[k * b:(k + 1) * b]) for k, t in enumerate(group))
-        if len(parts) == 1:
-            return parts[0]
-        total = parts[0] + parts[1]  # a new tensor: the parts may be views of a network's output
-        for part in parts[2:]:
-            total.add_(part)
-        return total.div_(count)  # a division keeps constant outputs exact (x / 3 * 3 may not be x)
+        total = parts[0].to(torch.float32, copy=True)  # a new tensor: the parts may be views of an output
+        for part in parts[1:]:
+            total.add_(part)  # a bf16 part is widened exactly, then added in float32
+        return total if len(parts) == 1 else total.div_(count)  # a division keeps constant outputs exact
 
     return predictor
 

@@ -270,13 +270,8 @@ def sliding_window(
     for b0 in range(0, plan.n_windows, window_batch):
         idx = range(b0, min(b0 + window_batch, plan.n_windows))
         batch = torch.stack([padded[plan.slices(i)] for i in idx])[:, None]
-        pred = predictor(batch)
-        window_w = [weight_of(i) for i in idx]
-        if window_w[0] is not None:
-            same = all(w is window_w[0] for w in window_w)
-            w = window_w[0] if same else torch.stack(window_w)[:, None]
-            pred = pred * w.to(pred.device)
-        pred = pred.to(out_device)
+        pred = predictor(batch).to(out_device)
+        window_w = [None if w is None else w.to(out_device) for w in (weight_of(i) for i in idx)]
         if state["output"] is None:
             channels = out_channels or pred.shape[1]
             if channels_last:
@@ -289,12 +284,13 @@ def sliding_window(
                 flush(int(plan.starts[i][0]))
             sl = plan.slices(i)
             rel = (slice(sl[0].start - state["base"], sl[0].stop - state["base"]), *sl[1:])
-            state["output"][(slice(None), *rel)] += pred[j]
             w = window_w[j]
             if w is None:
+                state["output"][(slice(None), *rel)] += pred[j]
                 count[(slice(None), *rel)] += 1.0
-            else:
-                count[(slice(None), *rel)] += w.to(out_device)
+            else:  # output + prediction x weight in one pass, no weighted copy of the prediction
+                state["output"][(slice(None), *rel)].addcmul_(pred[j], w)
+                count[(slice(None), *rel)] += w
     output = state["output"]
     if finish is not None:
         flush(state["base"] + depth)

@@ -1,7 +1,10 @@
 """The quality gate in CI: the default segmentation settings keep compat's (octopi's) picks on the validation project.
 
-A model trained octopi's way and runs it never saw (../shared/validation, read its README). One run at ntta 1 keeps
-this to seconds; benchmarks/bench_quality.py measures all runs at ntta 4 (benchmarks/RESULTS.md).
+A model trained octopi's way and runs it never saw (../shared/validation, read its README). Its 3 runs at ntta 1
+keep this to about half a minute on 2 cores; benchmarks/bench_quality.py measures them at ntta 4
+(benchmarks/RESULTS.md). One run alone was too noisy a judge: at ntta 1 the per-run gap default - compat spread
+from -0.010 to +0.020 (CZII rule), while over the 3 runs the default scores +0.027 and the former default
+(windows that touch without overlap) -0.023, which this test refuses.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from pipeline.config import SegmentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.005  # the issue's gate: default >= compat - 0.005
-GATE_RUN = "TS_val_000"
 
 
 def validation_dir() -> Path | None:
@@ -48,7 +50,7 @@ def gate(tmp_path_factory):
     from pipeline.models import load_ensemble
 
     bench = _bench_quality()
-    objects, tomograms, truth = bench.load_project(overlay / "config.json", 10.0, "wbp", [GATE_RUN],
+    objects, tomograms, truth = bench.load_project(overlay / "config.json", 10.0, "wbp", None,
                                                    "data-portal", "0")
     ensemble = load_ensemble(str(folder / "model" / "model_config.yaml"),
                              str(folder / "model" / "model_weights.pth"))
