@@ -6,13 +6,16 @@ autocast dtype). Runtimes:
 - ``torch``: eager PyTorch; on the CPU in channels-last-3d layout with layout-keeping instance norms
   (``channels_last_network``); under ``torch.autocast`` for fp16/bf16.
 - ``compile``: ``torch.compile`` of the same network (CPU or CUDA; compiles once per shape, slow the first time).
-- ``onnxruntime``: the network exported to ONNX, run by onnxruntime's CPU provider (fp32; extra ``onnxruntime``).
+- ``onnxruntime``: the network exported to ONNX, run by onnxruntime's CPU provider (fp32; ``pip install
+  onnxruntime``).
 - ``openvino``: the network converted by OpenVINO, CPU plugin, inference precision from ``precision``
-  (extra ``openvino``).
+  (``pip install openvino``).
 - ``cudagraphs`` (CUDA): the eager network captured once per input shape as a CUDA graph and replayed.
-- ``tensorrt`` (CUDA): torch-tensorrt's compile (extra ``tensorrt``).
+- ``tensorrt`` (CUDA): torch-tensorrt's compile (``pip install torch-tensorrt``).
 
-Which of these pays off was measured on the quality gate (benchmarks/bench_quality.py, benchmarks/RESULTS.md).
+Measured on the quality gate (benchmarks/bench_quality.py, benchmarks/RESULTS.md): on the CPU none of compile,
+onnxruntime and openvino was >= 1.3x faster than eager torch (bf16, channels-last), so none is an extra of the
+package and ``torch`` is the default; the CUDA ones are not measured yet (no GPU lent to that session).
 Prepared runners are cached per network, device, runtime, precision and layout: converting or compiling once
 per model, not once per tomogram (inference only: a network whose weights change afterwards needs a new one).
 """
@@ -35,8 +38,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 RUNTIMES = ("torch", "compile", "onnxruntime", "openvino", "cudagraphs", "tensorrt")
 CPU_RUNTIMES = ("torch", "compile", "onnxruntime", "openvino")
 CUDA_RUNTIMES = ("torch", "compile", "cudagraphs", "tensorrt")
-EXTRAS = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
-          "tensorrt": ("torch_tensorrt", "tensorrt")}  # runtime -> (module, extra of setup.cfg)
+# runtime -> (module, what installs it). None is an extra of setup.cfg: the measurements (benchmarks/RESULTS.md)
+# found none of them >= 1.3x faster than torch at the gate on the CPU, and TensorRT is not measured yet.
+PACKAGES = {"onnxruntime": ("onnxruntime", "pip install onnxruntime"), "openvino": ("openvino", "pip install openvino"),
+            "tensorrt": ("torch_tensorrt", "pip install torch-tensorrt")}
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -82,20 +87,20 @@ def autocast(precision: str, device: torch.device):
 
 
 def check_runtime(runtime: str, device: torch.device) -> None:
-    """Refuse a runtime this device cannot use, or whose package is missing, naming the extra to install."""
+    """Refuse a runtime this device cannot use, or whose package is missing, saying what installs it."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"segment runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     allowed = CUDA_RUNTIMES if device.type == "cuda" else CPU_RUNTIMES
     if runtime not in allowed:
         raise DeviceError(f"segment runtime {runtime!r} needs a {'CPU' if device.type == 'cuda' else 'CUDA GPU'}; "
                           f"on {device} use one of {', '.join(allowed)}")
-    if runtime in EXTRAS:
-        module, extra = EXTRAS[runtime]
+    if runtime in PACKAGES:
+        module, install = PACKAGES[runtime]
         try:
             __import__(module)
         except ImportError:
             raise ConfigError(f"segment runtime {runtime!r} needs the Python package {module!r}, which is not "
-                              f"installed: pip install \"tomopick[{extra}]\" (or use runtime torch)") from None
+                              f"installed: {install} (or use runtime torch)") from None
 
 
 class ChannelsLastInstanceNorm3d(torch.nn.Module):
@@ -183,7 +188,7 @@ def _onnx_bytes(net, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's own notices
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and training-mode notices
         torch.onnx.export(net, example, buffer, input_names=["x"], output_names=["logits"], opset_version=17,
                           dynamic_axes={"x": axes, "logits": axes}, dynamo=False)
     return buffer.getvalue()
@@ -197,8 +202,6 @@ def _example(net) -> torch.Tensor:
 def _onnxruntime_runner(net, device, precision, channels_last) -> Runner:
     import onnxruntime as ort
 
-    if precision != "fp32":
-        log.warning("runtime onnxruntime runs fp32 on the CPU; precision %s is ignored", precision)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(_onnx_bytes(net.float().cpu(), _example(net)), options,

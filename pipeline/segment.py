@@ -106,6 +106,8 @@ def _setup(ensemble, settings: SegmentConfig, device: str) -> tuple[torch.device
             m.to(dev)
     # compat runs the networks as loaded (octopi's math); fast mode in the runtime's layout
     runtime = settings.runtime if settings.mode == "fast" else "torch"
+    if runtime == "onnxruntime" and precision != "fp32":
+        precision, why = "fp32", f"runtime onnxruntime runs fp32 ({precision} {why})"
     if settings.mode == "compat" and settings.runtime != "torch":
         log.warning("runtime %s applies to fast mode; compat mode runs torch", settings.runtime)
     if settings.mode == "fast":

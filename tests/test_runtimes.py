@@ -30,8 +30,8 @@ def _inputs(seed: int):
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "compile"])
 def test_cpu_runtime_gives_the_logits_of_torch(runtime):
-    if runtime in runtimes.EXTRAS:
-        pytest.importorskip(runtimes.EXTRAS[runtime][0], reason=f"the {runtime} extra is not installed")
+    if runtime in runtimes.PACKAGES:
+        pytest.importorskip(runtimes.PACKAGES[runtime][0], reason=f"{runtime} is not installed")
     seed = int(np.random.SeedSequence().entropy % 2**31)  # fresh weights and inputs each run; printed on failure
     net = tiny_unet(seed)
     run = runtimes.runner(net, CPU, runtime, "fp32")
@@ -46,8 +46,8 @@ def test_cpu_runtime_gives_the_logits_of_torch(runtime):
 
 @pytest.mark.parametrize("runtime", ["torch", "openvino"])
 def test_bf16_runtimes_close_to_fp32(runtime):
-    if runtime in runtimes.EXTRAS:
-        pytest.importorskip(runtimes.EXTRAS[runtime][0], reason=f"the {runtime} extra is not installed")
+    if runtime in runtimes.PACKAGES:
+        pytest.importorskip(runtimes.PACKAGES[runtime][0], reason=f"{runtime} is not installed")
     seed = int(np.random.SeedSequence().entropy % 2**31)
     net = tiny_unet(seed)
     x = _inputs(seed)[0]
@@ -59,10 +59,10 @@ def test_bf16_runtimes_close_to_fp32(runtime):
     assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("runtime,extra", [("onnxruntime", "onnxruntime"), ("openvino", "openvino")])
-def test_missing_package_names_the_extra(monkeypatch, runtime, extra):
-    monkeypatch.setitem(sys.modules, runtimes.EXTRAS[runtime][0], None)  # import now raises ImportError
-    with pytest.raises(ConfigError, match=rf'pip install "tomopick\[{extra}\]"'):
+@pytest.mark.parametrize("runtime,package", [("onnxruntime", "onnxruntime"), ("openvino", "openvino")])
+def test_missing_package_says_what_to_install(monkeypatch, runtime, package):
+    monkeypatch.setitem(sys.modules, runtimes.PACKAGES[runtime][0], None)  # import now raises ImportError
+    with pytest.raises(ConfigError, match=rf"needs the Python package '{package}'.*pip install {package}"):
         runtimes.check_runtime(runtime, CPU)
 
 

@@ -96,7 +96,7 @@ def test_cuda_runtimes_same_logits_as_torch(runtime):
     from pipeline import runtimes
 
     if runtime == "tensorrt":
-        pytest.importorskip("torch_tensorrt", reason="the tensorrt extra is not installed")
+        pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed")
     seed = int(np.random.SeedSequence().entropy % 2**31)
     net = tiny_ensemble(seed=seed % 1000).models[0].cuda()
     x = torch.randn((3, 1, 16, 16, 16), generator=torch.Generator().manual_seed(seed)).cuda()
