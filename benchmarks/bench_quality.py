@@ -100,12 +100,13 @@ def evaluate_setting(settings: SegmentConfig, ensemble, objects, tomograms, trut
     from pipeline.localize import localize
     from pipeline.segment import segment_volume
 
-    seconds, windows, picks, stats = {}, {}, {}, None
+    seconds, cpu_seconds, windows, picks, stats = {}, {}, {}, {}, None
     for run_id, tomogram in tomograms.items():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = segment_volume(tomogram, ensemble, settings, device=device)
         label_map = result.label_map.cpu().numpy()
         seconds[run_id] = time.perf_counter() - t0
+        cpu_seconds[run_id] = time.process_time() - c0  # all threads: less swayed by other jobs than wall time
         windows[run_id] = result.stats["windows"]
         stats = result.stats
         found = localize(label_map, objects, voxel_size, method="watershed", backend="cpu",
@@ -117,7 +118,7 @@ def evaluate_setting(settings: SegmentConfig, ensemble, objects, tomograms, trut
         ev = score_picks(picks, objects, voxel_size, metric=rule, beta=4)
         scores[rule] = {"final": ev.final_fbeta_score,
                         "objects": {name: fb for name, (_, _, fb) in ev.object_scores().items()}}
-    return {"seconds": seconds, "windows": windows, "scores": scores,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "windows": windows, "scores": scores,
             "precision": stats["precision"], "precision_reason": stats["precision_reason"],
             "runtime": stats["runtime"], "window_shape": stats.get("window_shape")}
 
@@ -129,14 +130,16 @@ def _short(name: str) -> str:
 def print_table(rows: list[tuple[str, dict]], objects) -> None:
     base = next(r for n, r in rows if n == "mode=compat")
     t_base = sum(base["seconds"].values())
+    c_base = sum(base["cpu_seconds"].values())
     names = [o.name for o in objects]
-    header = (f"{'setting':44s} {'prec':>5s} {'s/run':>6s} {'x compat':>8s} {'win/run':>7s} "
+    header = (f"{'setting':44s} {'prec':>5s} {'s/run':>6s} {'x compat':>8s} {'cpu x':>6s} {'win/run':>7s} "
               f"{'F4 czii':>8s} {'F4 octopi':>9s}  per-object F4 (czii)  " + " ".join(f"{_short(n):>6s}" for n in names))
     print(header)
     for name, r in rows:
         t = sum(r["seconds"].values())
         n = len(r["seconds"])
-        print(f"{name[:44]:44s} {r['precision']:>5s} {t / n:6.2f} {t_base / t:7.2f}x "
+        c = sum(r["cpu_seconds"].values())
+        print(f"{name[:44]:44s} {r['precision']:>5s} {t / n:6.2f} {t_base / t:7.2f}x {c_base / c:5.2f}x "
               f"{sum(r['windows'].values()) / n:7.0f} {r['scores']['czii']['final']:8.4f} "
               f"{r['scores']['octopi']['final']:9.4f}  {'':21s} "
               + " ".join(f"{r['scores']['czii']['objects'][o]:6.3f}" for o in names))
@@ -245,7 +248,8 @@ def main(argv=None) -> int:
                 old = rows[name]
                 if old["scores"] != r["scores"]:
                     raise SystemExit(f"{name}: scores changed between rounds ({old['scores']} vs {r['scores']})")
-                old["seconds"] = {k: min(v, r["seconds"][k]) for k, v in old["seconds"].items()}
+                for key in ("seconds", "cpu_seconds"):
+                    old[key] = {k: min(v, r[key][k]) for k, v in old[key].items()}
             else:
                 r["warm_up_seconds"] = warm
                 rows[name] = r
@@ -254,7 +258,7 @@ def main(argv=None) -> int:
                   + f", czii {r['scores']['czii']['final']:.4f}", flush=True)
     rows = list(rows.items())
     print(f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} (1 min); seconds: the fastest "
-          f"of {args.repeat} round(s)")
+          f"of {args.repeat} round(s); 'cpu x': compat's CPU seconds (process time, all threads) over the setting's")
     print_table(rows, objects)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "rows": rows}, indent=1, default=str))
