@@ -73,8 +73,7 @@ def main() -> int:
     s = cfg.segment
     t0 = time.perf_counter()
     for v in volumes:
-        out = segment_volume(v, ensemble, device=device.torch_device, mode=s.mode, ntta=s.ntta, overlap=s.overlap,
-                             window_batch=s.window_batch, precision=s.precision)
+        out = segment_volume(v, ensemble, s, device=device.torch_device)
         if device.is_cuda:
             import torch
 

@@ -23,8 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import tiling  # noqa: E402
+from pipeline.config import SegmentConfig  # noqa: E402
 from pipeline.models import load_ensemble  # noqa: E402
-from pipeline.segment import FastOptions, compute_logits, reference_logits  # noqa: E402
+from pipeline.segment import compute_logits  # noqa: E402
+from pipeline.segment_reference import reference_logits  # noqa: E402
 from pipeline.synthetic import synth_run_arrays  # noqa: E402
 from pipeline.tta import tta_transforms  # noqa: E402
 
@@ -76,10 +78,9 @@ def main(argv=None) -> int:
     p.add_argument("--model-config", default=str(REPO / "configs/models/demo_unet.yaml"))
     p.add_argument("--model-weights", default=str(REPO / "configs/models/demo_unet.pth"))
     p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--fast-max-window", type=int, default=None)
-    p.add_argument("--fast-margin", type=int, default=0)
-    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="fast mode's network memory format (auto: channels-last on the CPU only)")
+    p.add_argument("--fast-window-scale", type=float, default=None, help="fast mode's window_scale (default: config)")
+    p.add_argument("--fast-margin", type=int, default=None, help="fast mode's margin (default: the config's)")
+    p.add_argument("--runtime", default="torch", help="fast mode's runtime (compat and the reference run torch)")
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -91,34 +92,37 @@ def main(argv=None) -> int:
     shape = tuple(int(s) for s in args.shape.split(","))
     volume, _, _ = synth_run_arrays(shape, seed=args.seed)
     ens = load_ensemble(args.model_config, args.model_weights, device=str(device))
-    kw = dict(ntta=args.ntta, overlap=args.overlap, window_batch=args.window_batch, device=str(device),
-              precision=args.precision)
-    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
-    fast_opts = FastOptions(max_window=args.fast_max_window, margin=args.fast_margin, channels_last=channels_last)
+    common = dict(ntta=args.ntta, overlap=args.overlap, window_batch=args.window_batch, precision=args.precision)
+    compat_settings = SegmentConfig(mode="compat", **common)
+    fast_settings = SegmentConfig(mode="fast", runtime=args.runtime, **common)
+    if args.fast_window_scale is not None:
+        fast_settings.window_scale = args.fast_window_scale
+    if args.fast_margin is not None:
+        fast_settings.margin = args.fast_margin
+    dev = str(device)
     monai_windows = sum(tiling.monai_plan(t.forward(torch.empty(shape, device="meta")).shape, ens.dim_in,
                                           args.overlap).n_windows for t in tta_transforms(args.ntta))
     monai_windows *= len(ens.models)
 
     # warm-up (cuDNN autotune, allocator, thread pools) on a small volume
     small = volume[: min(shape[0], ens.dim_in), : ens.dim_in, : ens.dim_in]
-    compute_logits(small, ens, mode="fast", **kw)
-    compute_logits(small, ens, mode="compat", **kw)
+    compute_logits(small, ens, fast_settings, device=dev)
+    compute_logits(small, ens, compat_settings, device=dev)
 
     rows = []
     ref_labels = None
     if not args.skip_reference:
-        ref, t_ref = timed(lambda: reference_logits(volume, ens, **kw), device)
+        ref, t_ref = timed(lambda: reference_logits(volume, ens, compat_settings, device=dev), device)
         ref_labels = torch.argmax(torch.softmax(ref, 0), 0)
         rows.append(("reference (MONAI swi in octopi's TTA loop)", t_ref, monai_windows, monai_windows * ens.dim_in**3,
                      1.0, None))
         del ref
-    (compat, stats_c), t_compat = timed(lambda: compute_logits(volume, ens, mode="compat", **kw), device)
+    (compat, stats_c), t_compat = timed(lambda: compute_logits(volume, ens, compat_settings, device=dev), device)
     compat_labels = torch.argmax(torch.softmax(compat, 0), 0)
     agree_c = float((compat_labels == ref_labels).float().mean()) if ref_labels is not None else 1.0
     rows.append(("tomopick compat", t_compat, stats_c["windows"], stats_c["network_voxels"], agree_c, None))
     del compat
-    (fast, stats_f), t_fast = timed(lambda: compute_logits(volume, ens, mode="fast", fast_options=fast_opts, **kw),
-                                    device)
+    (fast, stats_f), t_fast = timed(lambda: compute_logits(volume, ens, fast_settings, device=dev), device)
     fast_labels = torch.argmax(fast, 0)
     agree_f = float((fast_labels == (ref_labels if ref_labels is not None else compat_labels)).float().mean())
     agree_fc = float((fast_labels == compat_labels).float().mean())
@@ -133,7 +137,8 @@ def main(argv=None) -> int:
     cpu = platform.processor() or platform.machine()
     print(f"device {device} ({choice.reason}); {torch.get_num_threads()} CPU threads; {cpu}; torch {torch.__version__}")
     print(f"volume {shape}, ntta {args.ntta}, overlap {args.overlap}, window batch {args.window_batch}, "
-          f"model {Path(args.model_config).name} (dim_in {ens.dim_in}), precision {precision}")
+          f"model {Path(args.model_config).name} (dim_in {ens.dim_in}), precision fast {precision} "
+          f"({stats_f['precision_reason']}), compat {stats_c['precision']}, fast margin {fast_settings.margin}")
     print(f"{'':48s} {'seconds':>8s} {'speed-up':>8s} {'windows':>8s} {'Mvoxel':>8s} {'agree':>8s} {'vs compat':>9s}"
           + ("  TFLOP/s  of-peak" if fpv else ""))
     for name, t, win, vox, agree, agree_compat in rows:

@@ -45,11 +45,20 @@ class ModelConfig:
 
 @dataclass
 class SegmentConfig:
-    mode: str = "fast"  # fast | compat
+    """Segmentation settings; fast-mode tiling defaults chosen on the quality gate (benchmarks/RESULTS.md)."""
+
+    mode: str = "fast"  # fast | compat (octopi 1.7's windows, blending and precision: the yardstick)
     ntta: int = 4  # octopi's test-time transforms, 1..8
-    overlap: float = 0.5  # MONAI's sliding-window overlap (compat mode)
-    window_batch: int = 4  # network inputs per forward pass (octopi's sliding-window batch size)
+    overlap: float = 0.5  # compat: MONAI's window overlap
+    window_batch: int = 4  # network inputs per forward pass
+    # auto: fast mode bf16 autocast on CPUs with AMX or AVX512-BF16, else fp32; compat fp32 on the CPU; fp16 on CUDA
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    runtime: str = "torch"  # torch | compile | onnxruntime | openvino (CPU) | cudagraphs | tensorrt (CUDA)
+    window_scale: float = 1.5  # fast: largest window side as a multiple of the model's dim_in (1: dim_in)
+    margin: int = 0  # fast: least overlap in voxels of the kept parts of neighbouring windows
+    border_scale: float = 0.125  # fast: band discarded at inner window faces, a fraction of dim_in (8 at 64)
+    blend: str = "gaussian"  # fast: gaussian | constant window weights
+    sigma_scale: float = 0.125  # fast: Gaussian sigma as a fraction of the window side
     write_segmentation: str | None = DEFAULT_SEGMENTATION  # NAME,USER_ID,SESSION_ID, or null to not write it
     save_probabilities: str | None = None  # folder for per-run HDF5 probabilities
     nonfinite: str = "error"  # NaN/inf voxels in a tomogram: error (the run fails, naming them) | zero (set to 0)
@@ -142,6 +151,8 @@ _CHOICES = {
     ("segment", "mode"): ("fast", "compat"),
     ("segment", "precision"): ("auto", "fp32", "fp16", "bf16"),
     ("segment", "nonfinite"): ("error", "zero"),
+    ("segment", "runtime"): ("torch", "compile", "onnxruntime", "openvino", "cudagraphs", "tensorrt"),
+    ("segment", "blend"): ("gaussian", "constant"),
     ("evaluate", "metric"): ("octopi", "czii"),
     ("output", "on_error"): ("raise", "skip"),
     ("export", "format"): ("star", "csv"),
@@ -208,6 +219,16 @@ def _check_segment(s: SegmentConfig, source: str) -> None:
         raise ConfigError(f"{source}: 'segment.overlap' should be in [0, 1), got {s.overlap}")
     if s.window_batch < 1:
         raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
+    if s.margin < 0:
+        raise ConfigError(f"{source}: 'segment.margin' should be >= 0 voxels, got {s.margin}")
+    if not 0 <= s.border_scale < 0.5:
+        raise ConfigError(f"{source}: 'segment.border_scale' should be in [0, 0.5) (a fraction of the model's "
+                          f"dim_in), got {s.border_scale}")
+    if not s.sigma_scale > 0:
+        raise ConfigError(f"{source}: 'segment.sigma_scale' should be > 0, got {s.sigma_scale}")
+    if not s.window_scale >= 1:
+        raise ConfigError(f"{source}: 'segment.window_scale' should be >= 1 (a multiple of the model's dim_in), "
+                          f"got {s.window_scale}")
     if s.write_segmentation is not None:
         try:
             seg = parse_seg_info(s.write_segmentation)

@@ -1,78 +1,55 @@
 """Tomogram -> label map: normalisation, test-time transforms x sliding windows x models -> logits -> argmax.
 
-Two modes, one code path for every device (spec section 3):
+Two modes, one code path for every device (spec section 3); settings are a ``pipeline.config.SegmentConfig``:
 
 - ``compat`` reproduces octopi 1.7: for each model and each of the first ``ntta`` transforms, transform the
   whole volume, run MONAI ``sliding_window_inference``'s windows (window ``dim_in``, ``overlap``, constant
   blending, zero padding; ``pipeline.tiling.monai_plan``), inverse-transform the logits and add them in float32;
-  divide by the transforms, average over models, softmax, argmax.
-- ``fast`` (default) gives the same answer for much less work: windows of ``dim_in`` spread evenly over each
-  axis with the least overlap that covers it (``tiling.even_plan``; octopi's 50 % overlap runs ~4x more windows
-  per transform on a 96x256x256 tomogram), Gaussian blending where windows do overlap, the ``ntta`` transforms of
-  one window batched into one forward pass (one window read, one stitch), argmax of the averaged logits (softmax
-  does not change it). Larger windows are an option (``FastOptions.max_window``), not the default: networks with
-  instance normalisation (all octopi defaults) segment worse on windows larger than they were trained on.
+  divide by the transforms, average over models, softmax, argmax. ``precision: auto`` keeps octopi's numbers:
+  fp32 on the CPU, fp16 autocast on CUDA.
+- ``fast`` (default) keeps octopi's picks for less work: windows spread evenly over each axis (nnU-Net style,
+  ``tiling.even_plan``), up to ``window_scale`` x ``dim_in`` a side, a band of ``border_scale`` x ``dim_in``
+  voxels discarded at inner window faces and at least ``margin`` voxels of overlap between the kept parts,
+  Gaussian blending; the ``ntta`` transforms of one window batched into one forward pass (one window read, one
+  stitch); argmax of the averaged logits (softmax does not change it). The stitcher keeps one window depth of z
+  at a time and writes finished z-bands straight into the uint8 label map (the whole probabilities only when
+  asked for). ``precision: auto`` is bf16 autocast on CPUs with AMX or AVX512-BF16, fp32 on other CPUs. The
+  tiling defaults were chosen on the quality gate (benchmarks/bench_quality.py, benchmarks/RESULTS.md).
 
-On CUDA the tomogram, the logits and the label map stay on the device; the label map comes back as a device
-tensor. When CUDA runs out of memory we stitch on the host instead (logged once) and fail with advice if even
-that does not fit; softmax/argmax that do not fit on the device run on the host. The network runs under fp16
-autocast on CUDA by default (as octopi), float32 on the CPU.
+How the networks run (layout, precision, ``runtime``) is ``pipeline.runtimes``; the yardstick with MONAI's own
+sliding windows is ``pipeline.segment_reference``. On CUDA the tomogram, the logits and the label map stay on the
+device; the label map comes back as a device tensor. When CUDA runs out of memory we stitch on the host instead
+(logged once) and fail with advice if even that does not fit; softmax/argmax that do not fit on the device run
+on the host.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from pipeline import tiling
-from pipeline.device import resolve_device
+from pipeline import runtimes, tiling
+from pipeline.config import SegmentConfig
 from pipeline.errors import ConfigError, DeviceError
 from pipeline.tta import tta_transforms
 
 log = logging.getLogger(__name__)
 
 MODES = ("fast", "compat")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+BLENDS = ("gaussian", "constant")
 
 _warned_host_stitching = False
-# loaded network -> {device: its channels-last copy}: converted once per model and device, not once per tomogram
-# (inference only: a network whose weights change after its first fast-mode use would need a fresh copy)
-_channels_last_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class FastOptions:
-    """Knobs of ``mode='fast'`` (defaults measured in benchmarks/bench_segment.py, see benchmarks/RESULTS.md).
-
-    ``max_window``: largest window side in voxels (None: dim_in); ``margin``: least overlap between neighbouring
-    windows in voxels (windows spread evenly, so most overlap more); ``sigma_scale``: Gaussian sigma as a fraction
-    of the window side; ``channels_last``: run the networks in channels-last-3d memory format (None: on the CPU,
-    where fast mode ran 1.1-1.3x quicker that way in benchmarks/RESULTS.md; not on CUDA, unmeasured there);
-    ``compile``: ``torch.compile``.
-    """
-
-    max_window: int | None = None
-    margin: int = 0
-    sigma_scale: float = 0.125
-    channels_last: bool | None = None
-    compile: bool = False
-
-    def use_channels_last(self, device: torch.device) -> bool:
-        return device.type == "cpu" if self.channels_last is None else bool(self.channels_last)
 
 
 @dataclass
 class SegmentResult:
     label_map: torch.Tensor  # uint8 (z, y, x) on the device asked for
     probabilities: torch.Tensor | None = None  # float32 (classes, z, y, x), softmax of the averaged logits
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # what ran: mode, precision and why, runtime, windows, seconds
 
 
 def normalize_volume(volume: torch.Tensor) -> torch.Tensor:
@@ -98,97 +75,72 @@ def _as_tensor(volume_zyx, device: torch.device) -> torch.Tensor:
     return volume_zyx.to(device)
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    precision = (precision or "auto").lower()
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if device.type == "cpu" and precision != "fp32":
-        log.warning("precision %s on the CPU: autocast there is usually slower than fp32 and agrees less", precision)
-    return precision
+def check_settings(settings: SegmentConfig) -> None:
+    """The checks ``config_from_dict`` makes, for callers that build a SegmentConfig themselves."""
+    s = settings
+    if s.mode not in MODES:
+        raise ConfigError(f"segmentation mode {s.mode!r}: expected one of {', '.join(MODES)}")
+    if not 0 <= s.overlap < 1:
+        raise ConfigError(f"overlap {s.overlap}: must be >= 0 and < 1 (MONAI sliding windows), e.g. 0.5")
+    if s.window_batch < 1:
+        raise ConfigError(f"sliding-window batch size {s.window_batch}: must be >= 1")
+    if s.blend not in BLENDS:
+        raise ConfigError(f"blend {s.blend!r}: expected one of {', '.join(BLENDS)}")
+    if s.margin < 0 or not 0 <= s.border_scale < 0.5 or not s.sigma_scale > 0 or not s.window_scale >= 1:
+        raise ConfigError(f"margin {s.margin}, border_scale {s.border_scale}, sigma_scale {s.sigma_scale}, "
+                          f"window_scale {s.window_scale}: need margin >= 0, 0 <= border_scale < 0.5, "
+                          "sigma_scale > 0 and window_scale >= 1")
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
-
-
-class ChannelsLastInstanceNorm3d(torch.nn.Module):
-    """``InstanceNorm3d`` (no running statistics) that keeps its input's memory format.
-
-    torch's own instance norm turns a channels-last input into a standard one (and is slower on it: 26 ms
-    against this one's 19.5 ms for (8, 32, 32, 32, 32) on 2 CPU cores), which would cost two layout conversions
-    around every convolution. Same statistics (biased variance, ``eps``), computed on a (batch, voxels, channels)
-    view; equal to torch's within float32 rounding.
-    """
-
-    def __init__(self, norm: torch.nn.InstanceNorm3d):
-        super().__init__()
-        self.eps = norm.eps
-        self.weight = norm.weight if norm.affine else None
-        self.bias = norm.bias if norm.affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            return torch.nn.functional.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
-        b, c = x.shape[:2]
-        # statistics in float32, as torch's own norm keeps them: squares of fp16 activations overflow past 256
-        v = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).float()  # a view when x is channels-last float32
-        centred = v - v.mean(dim=1, keepdim=True)
-        var = (centred * centred).mean(dim=1, keepdim=True)
-        out = centred.mul_(torch.rsqrt(var + self.eps))
-        if self.weight is not None:
-            out = out.mul_(self.weight).add_(self.bias)
-        return out.to(x.dtype).reshape(b, *x.shape[2:], c).permute(0, 4, 1, 2, 3)
-
-
-def channels_last_network(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` in channels-last-3d memory format with layout-keeping instance norms (same function)."""
-    import copy
-
-    model = copy.deepcopy(model)
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.InstanceNorm3d) and not child.track_running_stats:
-                setattr(module, name, ChannelsLastInstanceNorm3d(child))
-    return model.to(memory_format=torch.channels_last_3d)
-
-
-def _prepare_models(ensemble, device: torch.device, options: FastOptions | None):
-    models = []
+def _setup(ensemble, settings: SegmentConfig, device: str) -> tuple[torch.device, list, dict]:
+    """Device, one runner per model, and the stats every mode reports."""
+    check_settings(settings)
+    dev = torch.device(device)  # resolved once per worker, by the driver; here only checked
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise DeviceError(f"device {device!r}: torch sees no CUDA device of that number here; use 'cpu' or a GPU it lists")
+    precision, why = runtimes.resolve_precision(settings.precision, dev, settings.mode)
     for m in ensemble.models:
         p = next(m.parameters(), None)
-        if p is not None and p.device != device:
-            log.debug("moving a model from %s to %s", p.device, device)
-            m.to(device)
-        if options is not None and options.use_channels_last(device):
-            # a copy: compat mode and the caller keep the model as loaded
-            copies = _channels_last_copies.setdefault(m, {})
-            if device not in copies:
-                copies[device] = channels_last_network(m)
-            m = copies[device]
-        if options is not None and options.compile:
-            m = torch.compile(m)
-        models.append(m)
-    return models
+        if p is not None and p.device != dev:
+            log.debug("moving a model from %s to %s", p.device, dev)
+            m.to(dev)
+    # compat runs the networks as loaded (octopi's math); fast mode in the runtime's layout
+    runtime = settings.runtime if settings.mode == "fast" else "torch"
+    if runtime == "onnxruntime" and precision != "fp32":
+        precision, why = "fp32", f"runtime onnxruntime runs fp32 ({precision} {why})"
+    if settings.mode == "compat" and settings.runtime != "torch":
+        log.warning("runtime %s applies to fast mode; compat mode runs torch", settings.runtime)
+    if settings.mode == "fast":
+        runners = [runtimes.runner(m, dev, runtime, precision) for m in ensemble.models]
+    else:
+        runners = [_plain_runner(m, dev, precision) for m in ensemble.models]
+    stats = {"mode": settings.mode, "device": str(dev), "precision": precision, "precision_reason": why,
+             "runtime": runtime, "ntta": settings.ntta, "models": len(runners), "windows": 0,
+             "network_voxels": 0}
+    return dev, runners, stats
 
 
-def _compat_logits(volume, models, ensemble, transforms, overlap, window_batch, precision, device, out_device, stats):
+def _plain_runner(model, dev, precision):
+    def run(x):
+        with runtimes.autocast(precision, dev):
+            return model(x)
+    return run
+
+
+def _compat_logits(volume, runners, ensemble, transforms, settings, out_device, stats):
     """octopi's loops, verbatim in structure: models x transforms x MONAI windows, float32 sums."""
-    dim_in = ensemble.dim_in
     acc_models = None
-    for model in models:
-        def predictor(batch, model=model):
-            with _autocast(precision, device):
-                return model(batch.to(device))
+    dev = volume.device
+    for run in runners:
+        def predictor(batch, run=run):
+            return run(batch.to(dev))
 
         acc = None
         for t in transforms:
             vt = t.forward(volume)
-            plan = tiling.monai_plan(tuple(vt.shape), dim_in, overlap)
-            logits = tiling.sliding_window(vt, predictor, plan, window_batch=window_batch, out_device=out_device)
+            plan = tiling.monai_plan(tuple(vt.shape), ensemble.dim_in, settings.overlap)
+            logits = tiling.sliding_window(vt, predictor, plan, window_batch=settings.window_batch,
+                                           out_device=out_device)
             stats["windows"] += plan.n_windows
             stats["network_voxels"] += plan.n_windows * int(np.prod(plan.window))
             inv = t.inverse(logits).to(torch.float32)
@@ -198,21 +150,18 @@ def _compat_logits(volume, models, ensemble, transforms, overlap, window_batch, 
             acc = acc / len(transforms)
         acc_models = acc if acc_models is None else acc_models.add_(acc)
         del acc
-    return acc_models / len(models)
+    return acc_models / len(runners)
 
 
-def _fast_predictor(models, transforms, precision, device, channels_last, max_batch: int = 8):
+def _fast_predictor(runners, transforms, max_batch: int):
     """(B, 1, *window) -> (B, C, *window) float32: mean over transforms and models.
 
     The transformed copies of the B windows that share a shape go through each network together, at most
-    ``max_batch`` per forward pass. With ``channels_last`` the output keeps that memory format (the stitcher
-    reads either).
+    ``max_batch`` per forward pass. Outputs may be channels-last (the stitcher reads either).
     """
-    count = float(len(transforms) * len(models))
-    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    count = float(len(transforms) * len(runners))
 
     def predictor(batch):
-        batch = batch.to(device)
         b = batch.shape[0]
         z, y, x = batch.shape[-3:]
         groups: dict[tuple, list] = {}  # transforms whose outputs share a shape run in one forward pass
@@ -220,119 +169,137 @@ def _fast_predictor(models, transforms, precision, device, channels_last, max_ba
             groups.setdefault((z, x, y) if t.swaps_yx else (z, y, x), []).append(t)
         parts = []
         for group in groups.values():
-            x = torch.cat([t.forward(batch) for t in group]).contiguous(memory_format=layout)
-            for model in models:
-                with _autocast(precision, device):
-                    outputs = [model(chunk) for chunk in torch.split(x, max_batch)]
-                y = (outputs[0] if len(outputs) == 1 else torch.cat(outputs)).float()
-                parts.extend(t.inverse(y[k * b:(k + 1) * b]) for k, t in enumerate(group))
-        if len(parts) == 1:
-            return parts[0]
-        total = parts[0] + parts[1]  # a new tensor: the parts may be views of a network's output
-        for part in parts[2:]:
-            total.add_(part)
-        return total.div_(count)  # a division keeps constant outputs exact (x / 3 * 3 may not be x)
+            inputs = torch.cat([t.forward(batch) for t in group])
+            for run in runners:
+                outputs = [run(chunk) for chunk in torch.split(inputs, max_batch)]
+                out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+                # inverse transforms in the network's dtype (bf16: half the bytes to move); sums in float32
+                parts.extend(t.inverse(out[k * b:(k + 1) * b]) for k, t in enumerate(group))
+        total = parts[0].to(torch.float32, copy=True)  # a new tensor: the parts may be views of an output
+        for part in parts[1:]:
+            total.add_(part)  # a bf16 part is widened exactly, then added in float32
+        return total if len(parts) == 1 else total.div_(count)  # a division keeps constant outputs exact
 
     return predictor
 
 
-def _fast_logits(volume, models, ensemble, transforms, window_batch, precision, device, out_device, options, stats):
-    divisor = getattr(ensemble, "size_divisor", 1)
-    plan = tiling.even_plan(tuple(volume.shape), ensemble.dim_in, divisor=divisor,
-                            max_window=options.max_window or ensemble.dim_in, margin=options.margin)
-    weights = tiling.blend_weights(plan.window, "gaussian", sigma_scale=options.sigma_scale, device=device)
-    channels_last = options.use_channels_last(device)
-    predictor = _fast_predictor(models, transforms, precision, device, channels_last, max_batch=window_batch)
-    positions = max(1, window_batch // len(transforms))
-    stats["windows"] += plan.n_windows * len(transforms) * len(models)
-    stats["network_voxels"] += plan.n_windows * len(transforms) * len(models) * int(np.prod(plan.window))
-    stats["window_shape"] = plan.window
-    stats["channels_last"] = channels_last
+def border_voxels(ensemble, settings: SegmentConfig) -> int:
+    return int(round(settings.border_scale * ensemble.dim_in))
+
+
+def fast_plan(shape_zyx, ensemble, settings: SegmentConfig) -> tiling.TilePlan:
+    """Fast mode's windows: the kept parts of neighbours overlap by >= margin (so windows by margin + 2 border)."""
+    border = border_voxels(ensemble, settings)
+    if settings.margin + 2 * border >= ensemble.dim_in:
+        raise ConfigError(f"margin {settings.margin} + 2 x border {border} (border_scale {settings.border_scale}): "
+                          f"neighbouring windows cannot overlap that much with the model's dim_in "
+                          f"{ensemble.dim_in}; use smaller values")
+    return tiling.even_plan(tuple(shape_zyx), ensemble.dim_in, divisor=getattr(ensemble, "size_divisor", 1),
+                            max_window=int(settings.window_scale * ensemble.dim_in),
+                            margin=settings.margin + 2 * border)
+
+
+def _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, stats, finish=None):
+    plan = fast_plan(volume.shape, ensemble, settings)
+    weights = tiling.window_weights(plan, settings.blend, sigma_scale=settings.sigma_scale,
+                                    border=border_voxels(ensemble, settings), device=volume.device)
+    predictor = _fast_predictor(runners, transforms, max_batch=settings.window_batch)
+    positions = max(1, settings.window_batch // len(transforms))
+    channels_last = runtimes.uses_channels_last(stats["runtime"], volume.device)
+    n = plan.n_windows * len(transforms) * len(runners)
+    stats.update(windows=stats["windows"] + n, network_voxels=stats["network_voxels"] + n * int(np.prod(plan.window)),
+                 window_shape=plan.window, border=border_voxels(ensemble, settings), channels_last=channels_last)
     return tiling.sliding_window(volume, predictor, plan, window_batch=positions, weights=weights,
-                                 out_device=out_device, out_channels=ensemble.num_classes, channels_last=channels_last)
+                                 out_device=out_device, out_channels=ensemble.num_classes,
+                                 channels_last=channels_last, finish=finish)
 
 
-def compute_logits(
-    volume_zyx,
-    ensemble,
-    *,
-    device: str = "cpu",
-    mode: str = "fast",
-    ntta: int = 4,
-    overlap: float = 0.5,
-    window_batch: int = 4,
-    precision: str = "auto",
-    fast_options: FastOptions | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """Averaged logits (classes, z, y, x) float32 on the device (or the host after a CUDA OOM) and run stats."""
-    if mode not in MODES:
-        raise ConfigError(f"segmentation mode {mode!r}: expected one of {', '.join(MODES)}")
-    if not 0 <= overlap < 1:
-        raise ConfigError(f"overlap {overlap}: must be >= 0 and < 1 (MONAI sliding windows), e.g. 0.5")
-    if window_batch < 1:
-        raise ConfigError(f"sliding-window batch size {window_batch}: must be >= 1")
-    choice = resolve_device(str(device))
-    dev = torch.device(choice.torch_device)
-    precision = _resolve_precision(precision, dev)
-    options = fast_options or FastOptions()
-    transforms = tta_transforms(ntta)
-    models = _prepare_models(ensemble, dev, options if mode == "fast" else None)
-
-    with torch.inference_mode():
-        volume = normalize_volume(_as_tensor(volume_zyx, dev))
-        out_devices = [dev] if dev.type == "cpu" else [dev, torch.device("cpu")]
-        for attempt, out_device in enumerate(out_devices):
-            stats = {"mode": mode, "device": str(dev), "precision": precision, "ntta": ntta,
-                     "models": len(models), "windows": 0, "network_voxels": 0, "host_stitching": attempt > 0}
-            try:
-                if mode == "compat":
-                    logits = _compat_logits(volume, models, ensemble, transforms, overlap, window_batch, precision,
-                                            dev, out_device, stats)
-                else:
-                    logits = _fast_logits(volume, models, ensemble, transforms, window_batch, precision, dev,
-                                          out_device, options, stats)
-                return logits, stats
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if attempt + 1 == len(out_devices):
-                    raise DeviceError(
-                        f"CUDA out of memory on {dev} segmenting a {tuple(volume.shape)} tomogram ({mode} mode, "
-                        f"window {ensemble.dim_in}, window batch {window_batch}, {len(models)} model(s)) even with "
-                        "stitching on the host; use a smaller --sliding-window-batch-size, --mode compat, or "
-                        "--device cpu"
-                    ) from None
-                _warn_host_stitching_once(dev)
+def _with_host_fallback(dev, volume, settings, ensemble, work):
+    """``work(out_device, attempt)``; on CUDA out of memory once more with the output on the host."""
+    out_devices = [dev] if dev.type == "cpu" else [dev, torch.device("cpu")]
+    for attempt, out_device in enumerate(out_devices):
+        try:
+            return work(out_device, attempt)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if attempt + 1 == len(out_devices):
+                raise DeviceError(
+                    f"CUDA out of memory on {dev} segmenting a {tuple(volume.shape)} tomogram ({settings.mode} "
+                    f"mode, window {ensemble.dim_in}, window batch {settings.window_batch}, "
+                    f"{len(ensemble.models)} model(s)) even with stitching on the host; use a smaller "
+                    "--sliding-window-batch-size, --mode compat, or --device cpu"
+                ) from None
+            _warn_host_stitching_once(dev)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def segment_volume(
-    volume_zyx,
-    ensemble,
-    *,
-    device: str = "cpu",
-    mode: str = "fast",
-    ntta: int = 4,
-    overlap: float = 0.5,
-    window_batch: int = 4,
-    precision: str = "auto",
-    return_probabilities: bool = False,
-    fast_options: FastOptions | None = None,
-) -> SegmentResult:
+def compute_logits(volume_zyx, ensemble, settings: SegmentConfig, *, device: str) -> tuple[torch.Tensor, dict]:
+    """Averaged logits (classes, z, y, x) float32 on the device (or the host after a CUDA OOM) and run stats.
+
+    The whole-volume result, for tests and benchmarks; ``segment_volume`` streams fast mode in z-bands instead.
+    """
+    dev, runners, stats = _setup(ensemble, settings, device)
+    transforms = tta_transforms(settings.ntta)
+    with torch.inference_mode():
+        volume = normalize_volume(_as_tensor(volume_zyx, dev))
+
+        def work(out_device, attempt):
+            s = dict(stats, host_stitching=attempt > 0)
+            if settings.mode == "compat":
+                return _compat_logits(volume, runners, ensemble, transforms, settings, out_device, s), s
+            return _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, s), s
+
+        return _with_host_fallback(dev, volume, settings, ensemble, work)
+
+
+def segment_volume(volume_zyx, ensemble, settings: SegmentConfig, *, device: str,
+                   return_probabilities: bool = False) -> SegmentResult:
     """Segment one tomogram (z, y, x) with an ``Ensemble`` from ``pipeline.models.load_ensemble``.
 
-    ``overlap`` and ``window_batch`` are MONAI's (compat); fast mode uses ``fast_options`` for its windows and
-    takes ``max(1, window_batch // ntta)`` window positions at a time, their ``ntta`` transformed copies going
-    through the network at most ``window_batch`` per forward pass.
-    Returns the uint8 label map on ``device`` (and the class probabilities when asked).
+    ``settings``: mode, ntta, tiling, precision and runtime (``pipeline.config.SegmentConfig``; its defaults are
+    the only ones). In fast mode ``max(1, window_batch // ntta)`` window positions are taken at a time, their
+    ``ntta`` transformed copies going through the network at most ``window_batch`` per forward pass.
+    Returns the uint8 label map on ``device`` (and the class probabilities when asked); ``stats`` records what
+    ran, including the precision chosen and why (``precision``, ``precision_reason``).
     """
     t0 = time.perf_counter()
-    logits, stats = compute_logits(volume_zyx, ensemble, device=device, mode=mode, ntta=ntta, overlap=overlap,
-                                   window_batch=window_batch, precision=precision, fast_options=fast_options)
+    if settings.mode == "compat":
+        logits, stats = compute_logits(volume_zyx, ensemble, settings, device=device)
+        return _compat_labels(logits, stats, t0, return_probabilities)
+    dev, runners, stats = _setup(ensemble, settings, device)
+    transforms = tta_transforms(settings.ntta)
+    with torch.inference_mode():
+        volume = normalize_volume(_as_tensor(volume_zyx, dev))
+
+        def work(out_device, attempt):
+            s = dict(stats, host_stitching=attempt > 0)
+            label_map = torch.empty(volume.shape, dtype=torch.uint8, device=out_device)
+            probabilities = None
+            if return_probabilities:
+                probabilities = torch.empty((ensemble.num_classes, *volume.shape), dtype=torch.float32,
+                                            device=out_device)
+
+            def finish(z0, z1, logits):  # a finished z-band of averaged logits
+                if probabilities is not None:
+                    probabilities[:, z0:z1] = torch.softmax(logits, dim=0)
+                    label_map[z0:z1] = torch.argmax(probabilities[:, z0:z1], dim=0)
+                else:
+                    label_map[z0:z1] = torch.argmax(logits, dim=0)
+
+            _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, s, finish=finish)
+            return label_map, probabilities, s
+
+        label_map, probabilities, stats = _with_host_fallback(dev, volume, settings, ensemble, work)
+        label_map = label_map.to(dev)
+    return _done(SegmentResult(label_map, probabilities, stats), dev, t0)
+
+
+def _compat_labels(logits, stats, t0, return_probabilities) -> SegmentResult:
+    """octopi: softmax once, then argmax; on CUDA out of memory that step runs on the host."""
     dev = torch.device(stats["device"])
     with torch.inference_mode():
-        softmax = mode == "compat" or return_probabilities  # octopi: softmax once, then argmax
         try:
-            label_map, probabilities = _labels(logits, softmax)
+            label_map, probabilities = _labels(logits, True)
         except torch.cuda.OutOfMemoryError:
             pass
         else:
@@ -341,14 +308,18 @@ def segment_volume(
             torch.cuda.empty_cache()
             log.warning("CUDA out of memory on %s turning logits into labels: doing that on the host", dev)
             stats["host_labels"] = True
-            label_map, probabilities = _labels(logits.cpu(), softmax)
+            label_map, probabilities = _labels(logits.cpu(), True)
         del logits
         label_map = label_map.to(dev)
+    return _done(SegmentResult(label_map, probabilities if return_probabilities else None, stats), dev, t0)
+
+
+def _done(result: SegmentResult, dev: torch.device, t0: float) -> SegmentResult:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    stats["seconds"] = time.perf_counter() - t0
-    log.debug("segmented %s in %.2fs: %s", tuple(label_map.shape), stats["seconds"], stats)
-    return SegmentResult(label_map, probabilities if return_probabilities else None, stats)
+    result.stats["seconds"] = time.perf_counter() - t0
+    log.debug("segmented %s in %.2fs: %s", tuple(result.label_map.shape), result.stats["seconds"], result.stats)
+    return result
 
 
 def _labels(logits: torch.Tensor, softmax: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -357,35 +328,6 @@ def _labels(logits: torch.Tensor, softmax: bool) -> tuple[torch.Tensor, torch.Te
         return torch.argmax(logits, dim=0).to(torch.uint8), None
     probabilities = torch.softmax(logits, dim=0)
     return torch.argmax(probabilities, dim=0).to(torch.uint8), probabilities
-
-
-def reference_logits(volume_zyx, ensemble, *, ntta: int = 4, overlap: float = 0.5, window_batch: int = 4,
-                     device: str = "cpu", precision: str = "auto") -> torch.Tensor:
-    """The yardstick: octopi 1.7's math with MONAI's own ``sliding_window_inference`` (tests and benchmarks).
-
-    MONAI ``NormalizeIntensity``; per model, per transform: transform, ``sliding_window_inference`` (constant
-    blending, zero padding), inverse, float32 sum; / transforms; mean over models. Returns (C, z, y, x) float32.
-    """
-    from monai.inferers import sliding_window_inference
-    from monai.transforms import NormalizeIntensity
-
-    dev = torch.device(resolve_device(str(device)).torch_device)
-    precision = _resolve_precision(precision, dev)
-    x = volume_zyx if isinstance(volume_zyx, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(volume_zyx))
-    x = torch.as_tensor(NormalizeIntensity()(x[None]))[None].to(dev)
-    transforms = tta_transforms(ntta)
-    acc = torch.zeros((ensemble.num_classes, *x.shape[2:]), dtype=torch.float32, device=dev)
-    with torch.inference_mode():
-        for model in ensemble.models:
-            model.to(dev)
-            per_model = torch.zeros_like(acc)
-            for t in transforms:
-                with _autocast(precision, dev):
-                    pred = sliding_window_inference(t.forward(x), (ensemble.dim_in,) * 3, window_batch, model,
-                                                    overlap=overlap, sw_device=dev, device=dev)
-                per_model += t.inverse(torch.as_tensor(pred)[0].to(torch.float32))
-            acc += per_model / len(transforms)
-    return acc / len(ensemble.models)
 
 
 def _warn_host_stitching_once(dev) -> None:

@@ -9,7 +9,13 @@ Two plans share one stitcher (``sliding_window``):
   integer counts, so the result is bit-for-bit MONAI's for the same network outputs.
 - ``even_plan``: ours. Per axis the fewest windows of at most ``max_window`` voxels (default ``dim_in``) that
   overlap by at least ``margin`` (default 0), spread evenly (nnU-Net style), each side at least the network's
-  ``dim_in`` and congruent to it modulo the network's size divisor; Gaussian weights so window borders count little.
+  ``dim_in`` and congruent to it modulo the network's size divisor; Gaussian weights so window borders count
+  little, optionally a band of ``border`` voxels at each inner window face that counts for nothing
+  (``window_weights``).
+
+The stitcher keeps either the whole (classes, Z, Y, X) sum, or (``finish``) only the z-band that the current
+windows touch, handing each finished band on as soon as no later window reaches it: the same numbers either
+way, for a fraction of the memory.
 
 Everything here is z, y, x voxels.
 """
@@ -171,24 +177,63 @@ def blend_weights(window: Sequence[int], mode: str = "constant", *, sigma_scale:
     return _weights_cache[key]
 
 
+def window_weights(plan: TilePlan, blend: str = "constant", *, sigma_scale: float = 0.125, border: int = 0,
+                   device: str | torch.device = "cpu"):
+    """Weights of ``plan``'s windows for ``sliding_window``: None (constant), one (z, y, x) tensor (Gaussian), or
+    with ``border`` a function of the window index: the blend weights times 0 in a band of ``border`` voxels at
+    each window face that lies inside the padded volume (faces on its edge keep theirs: nothing else covers them).
+    Neighbours must then overlap by at least ``2 * border`` voxels, or voxels between them get no weight at all.
+    """
+    border = int(border)
+    base = blend_weights(plan.window, blend, sigma_scale=sigma_scale, device=device)
+    if border <= 0:
+        return base
+    if base is None:
+        base = torch.ones(plan.window, dtype=torch.float32, device=device)
+    masked: dict[tuple, torch.Tensor] = {}
+
+    def weight_of(i: int) -> torch.Tensor:
+        key = tuple((int(s) > 0, int(s) + w < p) for s, w, p in zip(plan.starts[i], plan.window, plan.padded_shape))
+        if key not in masked:
+            w = base.clone()
+            for axis, (cut_before, cut_after) in enumerate(key):
+                index = [slice(None)] * 3
+                if cut_before:
+                    index[axis] = slice(0, border)
+                    w[tuple(index)] = 0
+                if cut_after:
+                    index[axis] = slice(plan.window[axis] - border, None)
+                    w[tuple(index)] = 0
+            masked[key] = w
+        return masked[key]
+
+    return weight_of
+
+
 def sliding_window(
     volume: torch.Tensor,
     predictor: Callable[[torch.Tensor], torch.Tensor],
     plan: TilePlan,
     *,
     window_batch: int = 4,
-    weights: torch.Tensor | None = None,
+    weights=None,
     out_device: str | torch.device | None = None,
     out_channels: int | None = None,
     channels_last: bool = False,
-) -> torch.Tensor:
+    finish: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor | None:
     """Stitch ``predictor`` outputs over ``plan``'s windows: (Z, Y, X) volume -> (C, Z, Y, X) float32.
 
-    ``predictor`` maps (B, 1, *window) to (B, C, *window). Windows are taken in plan order, ``window_batch`` per
-    call; each output (times ``weights`` when given) is added to a float32 buffer on ``out_device`` in that order,
-    and the sum is divided by the summed weights (integer counts for constant weights), as MONAI does.
+    ``predictor`` maps (B, 1, *window) to (B, C, *window). Windows are taken in plan order (z slowest),
+    ``window_batch`` per call; each output (times its weights when given: a tensor, or a function of the window
+    index, see ``window_weights``) is added to a float32 buffer on ``out_device`` in that order, and the sum is
+    divided by the summed weights (integer counts for constant weights), as MONAI does.
     ``channels_last``: the buffer is stored voxel-major (Z, Y, X, C) and returned as a (C, Z, Y, X) view of it:
     adding channels-last window outputs and the final argmax over classes then read memory in order.
+    ``finish``: instead of returning the whole result, call ``finish(z0, z1, logits)`` for consecutive z-bands
+    of the volume as given (each once, in order; ``logits`` (C, z1 - z0, Y, X) is valid during the call only) and
+    return None; the buffer then holds one window depth of z instead of the whole volume. Every voxel's sum gets
+    the same terms in the same order either way, so the numbers are identical.
     """
     out_device = torch.device(out_device) if out_device is not None else volume.device
     padded = volume
@@ -197,30 +242,58 @@ def sliding_window(
         for b, s, p in zip(reversed(plan.pad_before), reversed(volume.shape), reversed(plan.padded_shape)):
             pads.extend([b, p - s - b])
         padded = torch.nn.functional.pad(volume[None, None], pads, mode="constant", value=0.0)[0, 0]
-    output = None
-    count = torch.zeros((1, *plan.padded_shape), dtype=torch.float32, device=out_device)
-    w_out = weights.to(out_device) if weights is not None else None
-    for i in range(plan.n_windows):
-        sl = plan.slices(i)
-        if w_out is None:
-            count[(slice(None), *sl)] += 1.0
-        else:
-            count[(slice(None), *sl)] += w_out
+    weight_of = weights if callable(weights) else (lambda i: weights)
+    depth = plan.window[0] if finish is not None else plan.padded_shape[0]
+    band_shape = (depth, *plan.padded_shape[1:])
+    count = torch.zeros((1, *band_shape), dtype=torch.float32, device=out_device)
+    crop_z, crop_y, crop_x = plan.crop()
+    state = {"base": 0, "output": None}  # padded z of the buffer's first row; the buffer, once channels are known
+
+    def flush(upto: int) -> None:
+        """Divide rows [base, upto) by their weights, hand the volume's part on, shift the rest to the front."""
+        base, output = state["base"], state["output"]
+        k = upto - base
+        if k <= 0:
+            return
+        z0, z1 = max(base, crop_z.start), min(upto, crop_z.stop)
+        if z1 > z0:
+            rows = slice(z0 - base, z1 - base)
+            band = output[:, rows].div_(count[:, rows])
+            finish(z0 - crop_z.start, z1 - crop_z.start, band[:, :, crop_y, crop_x])
+        for j in range(depth - k):  # row by row, ascending: never reads a row already overwritten
+            output[:, j].copy_(output[:, j + k])
+            count[:, j].copy_(count[:, j + k])
+        output[:, depth - k:].zero_()
+        count[:, depth - k:].zero_()
+        state["base"] = upto
+
     for b0 in range(0, plan.n_windows, window_batch):
         idx = range(b0, min(b0 + window_batch, plan.n_windows))
         batch = torch.stack([padded[plan.slices(i)] for i in idx])[:, None]
-        pred = predictor(batch)
-        if weights is not None:
-            pred = pred * weights.to(pred.device)
-        pred = pred.to(out_device)
-        if output is None:
+        pred = predictor(batch).to(out_device)
+        window_w = [None if w is None else w.to(out_device) for w in (weight_of(i) for i in idx)]
+        if state["output"] is None:
             channels = out_channels or pred.shape[1]
             if channels_last:
-                output = torch.zeros((*plan.padded_shape, channels), dtype=torch.float32, device=out_device)
-                output = output.permute(3, 0, 1, 2)
+                buffer = torch.zeros((*band_shape, channels), dtype=torch.float32, device=out_device)
+                state["output"] = buffer.permute(3, 0, 1, 2)
             else:
-                output = torch.zeros((channels, *plan.padded_shape), dtype=torch.float32, device=out_device)
+                state["output"] = torch.zeros((channels, *band_shape), dtype=torch.float32, device=out_device)
         for j, i in enumerate(idx):
-            output[(slice(None), *plan.slices(i))] += pred[j]
+            if finish is not None:
+                flush(int(plan.starts[i][0]))
+            sl = plan.slices(i)
+            rel = (slice(sl[0].start - state["base"], sl[0].stop - state["base"]), *sl[1:])
+            w = window_w[j]
+            if w is None:
+                state["output"][(slice(None), *rel)] += pred[j]
+                count[(slice(None), *rel)] += 1.0
+            else:  # output + prediction x weight in one pass, no weighted copy of the prediction
+                state["output"][(slice(None), *rel)].addcmul_(pred[j], w)
+                count[(slice(None), *rel)] += w
+    output = state["output"]
+    if finish is not None:
+        flush(state["base"] + depth)
+        return None
     output /= count
     return output[(slice(None), *plan.crop())]

@@ -157,6 +157,7 @@ def train(args) -> None:
 
 def evaluate(args) -> None:
     """Segment fresh synthetic runs; Dice per class, and octopi's F-beta after watershed localization."""
+    from pipeline.config import SegmentConfig
     from pipeline.evaluate import ZERO, final_score, object_fbeta, score_object
     from pipeline.localize import localize
     from pipeline.models import load_ensemble
@@ -172,7 +173,7 @@ def evaluate(args) -> None:
         maps = {}
         for mode in args.modes:
             t0 = time.perf_counter()
-            label_map = segment_volume(tomo, ens, mode=mode, ntta=4).label_map.numpy()
+            label_map = segment_volume(tomo, ens, SegmentConfig(mode=mode, ntta=4), device="cpu").label_map.numpy()
             maps[mode] = label_map
             dice = {}
             for o in objects:

@@ -120,13 +120,14 @@ def _segmentations(work: Path, uri: str) -> dict[str, np.ndarray]:
 def _reference_segmentations(work: Path) -> dict[str, np.ndarray]:
     """The demo model's label maps of the two tomograms, by the library directly (octopi's defaults: ntta 4)."""
     if "ref" not in _cache:
+        from pipeline.config import SegmentConfig
         from pipeline.models import load_ensemble
         from pipeline.segment import segment_volume
 
         ens = load_ensemble(str(DEMO / "demo_unet.yaml"), str(DEMO / "demo_unet.pth"), device="cpu")
         root = copick_io.open_project(work / "config.json")
-        _cache["ref"] = {r: segment_volume(copick_io.read_tomogram(root, r, 10.0, "wbp"), ens, mode="fast",
-                                           ntta=4).label_map.numpy() for r in RUNS}
+        _cache["ref"] = {r: segment_volume(copick_io.read_tomogram(root, r, 10.0, "wbp"), ens, SegmentConfig(ntta=4),
+                                           device="cpu").label_map.numpy() for r in RUNS}
     return _cache["ref"]
 
 

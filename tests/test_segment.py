@@ -8,20 +8,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import SegmentConfig
 from pipeline.errors import ConfigError, DeviceError
 from pipeline.models import Ensemble
+from pipeline.runtimes import ChannelsLastInstanceNorm3d, channels_last_network
 from pipeline.segment import (
-    ChannelsLastInstanceNorm3d,
-    FastOptions,
     _fast_predictor,
-    channels_last_network,
+    _plain_runner,
     compute_logits,
     normalize_volume,
-    reference_logits,
     save_probabilities,
     segment_volume,
 )
+from pipeline.segment_reference import reference_logits
 from pipeline.tta import tta_transforms
+
+CPU = "cpu"
 
 
 def tiny_unet_ensemble(n_models=1, dim_in=16, num_classes=3, seed=0):
@@ -57,13 +59,14 @@ def random_volume(shape, seed):
 def test_compat_equals_monai_reference(shape, ntta, n_models, window_batch):
     ens = tiny_unet_ensemble(n_models, seed=sum(shape))
     vol = random_volume(shape, seed=ntta)
-    want = reference_logits(vol, ens, ntta=ntta, overlap=0.5, window_batch=window_batch)
-    got, stats = compute_logits(vol, ens, mode="compat", ntta=ntta, overlap=0.5, window_batch=window_batch)
+    compat = SegmentConfig(mode="compat", ntta=ntta, overlap=0.5, window_batch=window_batch)
+    want = reference_logits(vol, ens, compat, device=CPU)
+    got, stats = compute_logits(vol, ens, compat, device=CPU)
     assert got.shape == want.shape == (3, *shape) and got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
     assert stats["windows"] > 0 and stats["ntta"] == max(1, ntta)
     if n_models == 1 and ntta <= 4:
-        labels = segment_volume(vol, ens, mode="compat", ntta=ntta, window_batch=window_batch).label_map
+        labels = segment_volume(vol, ens, compat, device=CPU).label_map
         assert labels.dtype == torch.uint8 and labels.shape == shape
         assert torch.equal(labels, torch.argmax(torch.softmax(want, 0), 0).to(torch.uint8))
 
@@ -72,8 +75,9 @@ def test_compat_equals_monai_reference(shape, ntta, n_models, window_batch):
 def test_compat_other_overlaps(overlap):
     ens = tiny_unet_ensemble(seed=5)
     vol = random_volume((17, 26, 20), seed=3)
-    want = reference_logits(vol, ens, ntta=2, overlap=overlap, window_batch=4)
-    got, _ = compute_logits(vol, ens, mode="compat", ntta=2, overlap=overlap, window_batch=4)
+    compat = SegmentConfig(mode="compat", ntta=2, overlap=overlap, window_batch=4)
+    want = reference_logits(vol, ens, compat, device=CPU)
+    got, _ = compute_logits(vol, ens, compat, device=CPU)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
@@ -92,7 +96,8 @@ def test_pointwise_network_same_logits_in_both_modes(mode, shape):
     """For a network without spatial context, windows and transforms change nothing: logits = net(normalised)."""
     ens = pointwise_ensemble()
     vol = random_volume(shape, seed=11)
-    got, _ = compute_logits(vol, ens, mode=mode, ntta=8, fast_options=FastOptions(max_window=12, margin=3))
+    settings = SegmentConfig(mode=mode, ntta=8, window_scale=1.5, margin=3, border_scale=0.125, precision="fp32")
+    got, _ = compute_logits(vol, ens, settings, device=CPU)
     with torch.inference_mode():
         want = ens.models[0](normalize_volume(torch.from_numpy(vol))[None, None])[0]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -104,7 +109,8 @@ def test_fast_predictor_equals_one_transform_at_a_time(window, ntta):
     transforms = tta_transforms(ntta)
     batch = torch.randn(3, 1, *window, generator=torch.Generator().manual_seed(ntta))
     with torch.inference_mode():
-        got = _fast_predictor(ens.models, transforms, "fp32", torch.device("cpu"), False)(batch)
+        runners = [_plain_runner(m, torch.device(CPU), "fp32") for m in ens.models]
+        got = _fast_predictor(runners, transforms, max_batch=4)(batch)
         want = torch.zeros(3, 3, *window)
         for model in ens.models:
             for t in transforms:
@@ -184,27 +190,36 @@ def test_channels_last_network_is_the_same_function(arch):
 
 @pytest.mark.parametrize("shape,ntta", [((18, 36, 30), 4), ((9, 20, 17), 8)])
 def test_fast_channels_last_same_logits(shape, ntta):
+    """The CPU's channels-last runner against the network as loaded, both fp32, on fresh random inputs."""
+    from pipeline import runtimes, tiling
+    from pipeline.segment import fast_plan
+
     seed = int(np.random.SeedSequence().entropy % 2**31)
     ens = tiny_unet_ensemble(2, seed=seed)
     vol = random_volume(shape, seed=seed)
-    on, stats_on = compute_logits(vol, ens, mode="fast", ntta=ntta)  # the CPU default
-    off, stats_off = compute_logits(vol, ens, mode="fast", ntta=ntta, fast_options=FastOptions(channels_last=False))
-    assert stats_on["channels_last"] and not stats_off["channels_last"]
+    fast = SegmentConfig(ntta=ntta, precision="fp32", margin=2, border_scale=0.125)
+    on, stats_on = compute_logits(vol, ens, fast, device=CPU)
+    assert stats_on["channels_last"] and stats_on["precision"] == "fp32"
+    plan = fast_plan(shape, ens, fast)
+    transforms = tta_transforms(ntta)
+    with torch.inference_mode():
+        plain = _fast_predictor([_plain_runner(m, torch.device(CPU), "fp32") for m in ens.models], transforms, 4)
+        weights = tiling.window_weights(plan, "gaussian", border=2)  # 0.125 x dim_in 16
+        off = tiling.sliding_window(normalize_volume(torch.from_numpy(vol)), plain, plan,
+                                    window_batch=max(1, 4 // ntta), weights=weights)
     torch.testing.assert_close(on, off, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
     assert next(ens.models[0].parameters()).is_contiguous()  # the caller's networks are left as loaded
     # converted once per network and device, not once per tomogram
-    from pipeline.segment import _prepare_models
-
-    first = _prepare_models(ens, torch.device("cpu"), FastOptions())
-    assert [a is b for a, b in zip(first, _prepare_models(ens, torch.device("cpu"), FastOptions()))] == [True] * 2
-    assert all(a is not b for a, b in zip(first, ens.models))
+    first = [runtimes.runner(m, torch.device(CPU), "torch", "fp32") for m in ens.models]
+    assert all(a is runtimes.runner(m, torch.device(CPU), "torch", "fp32") for a, m in zip(first, ens.models))
 
 
 def test_fast_mode_outputs_and_fewer_windows():
     ens = tiny_unet_ensemble(seed=1)
     vol = random_volume((18, 36, 30), seed=4)
-    fast = segment_volume(vol, ens, mode="fast", ntta=4, return_probabilities=True)
-    compat = segment_volume(vol, ens, mode="compat", ntta=4)
+    settings = SegmentConfig(ntta=4, margin=2, border_scale=0.125)
+    fast = segment_volume(vol, ens, settings, device=CPU, return_probabilities=True)
+    compat = segment_volume(vol, ens, SegmentConfig(mode="compat", ntta=4), device=CPU)
     assert fast.label_map.shape == (18, 36, 30) and fast.label_map.dtype == torch.uint8
     assert fast.label_map.device.type == "cpu"
     p = fast.probabilities
@@ -213,25 +228,76 @@ def test_fast_mode_outputs_and_fewer_windows():
     assert torch.equal(torch.argmax(p, 0).to(torch.uint8), fast.label_map)
     assert fast.stats["network_voxels"] < compat.stats["network_voxels"]
     assert compat.probabilities is None
+    assert compat.stats["precision"] == "fp32" and "compat" in compat.stats["precision_reason"]
+
+
+@pytest.mark.parametrize("border_scale", [0, 0.1875])  # 0 and 3 voxels at dim_in 16
+@pytest.mark.parametrize("return_probabilities", [False, True])
+def test_streamed_label_map_equals_whole_volume_stitching(border_scale, return_probabilities):
+    """segment_volume's fast mode finishes z-bands as it goes; its labels equal the whole-volume logits' argmax."""
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    ens = tiny_unet_ensemble(seed=seed)
+    vol = random_volume((45, 30, 26), seed=seed)  # 45 = several z-bands of 16
+    settings = SegmentConfig(ntta=2, margin=4, border_scale=border_scale, precision="fp32")
+    logits, _ = compute_logits(vol, ens, settings, device=CPU)
+    got = segment_volume(vol, ens, settings, device=CPU, return_probabilities=return_probabilities)
+    if not return_probabilities:  # the same sums in the same order: identical labels
+        assert torch.equal(got.label_map, torch.argmax(logits, 0).to(torch.uint8)), f"seed {seed}"
+    else:  # softmax of a band may round differently from softmax of the whole (another memory layout)
+        torch.testing.assert_close(got.probabilities, torch.softmax(logits, 0), rtol=0, atol=1e-6)
+        assert torch.equal(got.label_map, torch.argmax(got.probabilities, 0).to(torch.uint8)), f"seed {seed}"
+
+
+def test_precision_auto_and_its_reason(monkeypatch):
+    from pipeline import runtimes
+
+    cpu = torch.device(CPU)
+    for amx, avx, want in ((True, False, ("bf16", "AMX")), (False, True, ("bf16", "AVX512-BF16")),
+                           (False, False, ("fp32", "without"))):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx: avx)
+        precision, why = runtimes.resolve_precision("auto", cpu, "fast")
+        assert precision == want[0] and want[1] in why
+        assert runtimes.resolve_precision("auto", cpu, "compat") == ("fp32", "auto in compat mode on the CPU: "
+                                                                              "fp32, as octopi")
+    assert runtimes.resolve_precision("bf16", cpu, "compat") == ("bf16", "asked for")
+    assert runtimes.resolve_precision("auto", torch.device("cuda"), "fast")[0] == "fp16"
+
+
+def test_bf16_fast_mode_close_to_fp32():
+    """bf16 autocast (the CPU default where the hardware has it) against fp32 on fresh random inputs."""
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    ens = tiny_unet_ensemble(seed=seed)
+    vol = random_volume((20, 34, 30), seed=seed)
+    fp32, _ = compute_logits(vol, ens, SegmentConfig(ntta=2, margin=2, precision="fp32"), device=CPU)
+    bf16, stats = compute_logits(vol, ens, SegmentConfig(ntta=2, margin=2, precision="bf16"), device=CPU)
+    assert stats["precision"] == "bf16"
+    scale = float(fp32.abs().max())
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.05 * scale, msg=lambda m: f"seed {seed}: {m}")
+    assert (torch.argmax(bf16, 0) == torch.argmax(fp32, 0)).float().mean() > 0.95
 
 
 def test_bad_arguments():
     ens = pointwise_ensemble()
     vol = random_volume((8, 8, 8), 0)
     with pytest.raises(ConfigError, match="mode 'slow'"):
-        segment_volume(vol, ens, mode="slow")
+        segment_volume(vol, ens, SegmentConfig(mode="slow"), device=CPU)
     with pytest.raises(ConfigError, match="overlap 1.0"):
-        segment_volume(vol, ens, overlap=1.0)
+        segment_volume(vol, ens, SegmentConfig(overlap=1.0), device=CPU)
     with pytest.raises(ConfigError, match="precision 'fp8'"):
-        segment_volume(vol, ens, precision="fp8")
+        segment_volume(vol, ens, SegmentConfig(precision="fp8"), device=CPU)
     with pytest.raises(ConfigError, match="batch size 0"):
-        segment_volume(vol, ens, window_batch=0)
+        segment_volume(vol, ens, SegmentConfig(window_batch=0), device=CPU)
+    with pytest.raises(ConfigError, match=r"margin 1 \+ 2 x border 4 \(border_scale 0.45\)"):
+        segment_volume(vol, ens, SegmentConfig(margin=1, border_scale=0.45), device=CPU)
+    with pytest.raises(ConfigError, match="blend 'cosine'"):
+        segment_volume(vol, ens, SegmentConfig(blend="cosine"), device=CPU)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_fails_at_once():
     with pytest.raises(DeviceError, match="no CUDA device"):
-        segment_volume(random_volume((8, 8, 8), 0), pointwise_ensemble(), device="cuda")
+        segment_volume(random_volume((8, 8, 8), 0), pointwise_ensemble(), SegmentConfig(), device="cuda")
 
 
 def test_save_probabilities_roundtrip(tmp_path):
@@ -249,14 +315,16 @@ def test_save_probabilities_roundtrip(tmp_path):
     assert not list(path.parent.glob("*.partial"))
 
 
-@pytest.mark.parametrize("mode", ["fast", "compat"])
+@pytest.mark.parametrize("mode", ["compat"])
 def test_out_of_memory_turning_logits_into_labels_finishes_on_the_host(monkeypatch, caplog, mode):
-    """An OOM in softmax/argmax (a second full-size tensor) steps down to the host instead of failing the run."""
+    """compat: an OOM in softmax/argmax (a second full-size tensor) steps down to the host instead of failing the
+    run (fast mode turns each z-band into labels inside the stitcher, whose OOM steps down as a whole)."""
     from pipeline import segment
 
     ens = tiny_unet_ensemble(seed=3)
     vol = random_volume((14, 22, 19), seed=5)
-    want = segment.segment_volume(vol, ens, mode=mode, ntta=2, return_probabilities=True)
+    settings = SegmentConfig(mode=mode, ntta=2)
+    want = segment.segment_volume(vol, ens, settings, device=CPU, return_probabilities=True)
     real, calls = segment._labels, []
 
     def first_call_runs_out(logits, softmax):
@@ -266,7 +334,7 @@ def test_out_of_memory_turning_logits_into_labels_finishes_on_the_host(monkeypat
         return real(logits, softmax)
 
     monkeypatch.setattr(segment, "_labels", first_call_runs_out)
-    got = segment.segment_volume(vol, ens, mode=mode, ntta=2, return_probabilities=True)
+    got = segment.segment_volume(vol, ens, settings, device=CPU, return_probabilities=True)
     assert len(calls) == 2 and got.stats["host_labels"]
     assert "doing that on the host" in caplog.text
     assert torch.equal(got.label_map, want.label_map)

@@ -40,6 +40,7 @@ def test_segment_writes_segmentations_and_log(project):
     seg = SegSelector("predict", "octopi", "1")
     runs, _ = copick_io.runs_with_tomogram(root, 10.0, "wbp")
     assert len(runs) == 2
+    from pipeline.config import SegmentConfig
     from pipeline.models import load_ensemble
     from pipeline.segment import segment_volume
 
@@ -48,7 +49,7 @@ def test_segment_writes_segmentations_and_log(project):
         tomo = copick_io.read_tomogram(root, rid, 10.0, "wbp")
         written = copick_io.read_segmentation(root, rid, 10.0, seg)
         assert written.dtype == np.uint8 and written.shape == tomo.shape == (20, 36, 30)
-        direct = segment_volume(tomo, ens, mode="fast", ntta=2).label_map.numpy()
+        direct = segment_volume(tomo, ens, SegmentConfig(mode="fast", ntta=2), device="cpu").label_map.numpy()
         np.testing.assert_array_equal(written, direct)
     assert overlay_files.read_segmentation_labels(root, seg) == LABELS
     params = yaml.safe_load(overlay_files.segmentation_log_path(root, seg).read_text())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import SegmentConfig
 from pipeline.models import load_ensemble, read_model_config
 from pipeline.segment import segment_volume
 from pipeline.synthetic import CZII_OBJECTS, synth_run_arrays
@@ -29,8 +30,8 @@ def test_demo_model_is_an_octopi_unet(ensemble):
 @pytest.mark.parametrize("seed,shape", [(501, (64, 112, 96)), (502, (70, 96, 130))])
 def test_fast_agrees_with_compat_and_finds_particles(ensemble, seed, shape):
     tomo, truth, _ = synth_run_arrays(shape, seed=seed)
-    compat = segment_volume(tomo, ensemble, mode="compat", ntta=4).label_map.numpy()
-    fast = segment_volume(tomo, ensemble, mode="fast", ntta=4).label_map.numpy()
+    compat = segment_volume(tomo, ensemble, SegmentConfig(mode="compat", ntta=4), device="cpu").label_map.numpy()
+    fast = segment_volume(tomo, ensemble, SegmentConfig(ntta=4), device="cpu").label_map.numpy()
     assert fast.shape == compat.shape == shape
     assert (fast == compat).mean() >= 0.99
     # both segment the particles: foreground overlap with the ground-truth spheres

@@ -128,3 +128,78 @@ def test_gaussian_weights_shape_peak_and_floor():
     assert tiling.blend_weights((4, 4, 4), "constant") is None
     with pytest.raises(ValueError, match="blend mode"):
         tiling.blend_weights((4, 4, 4), "cosine")
+
+
+def _collect_bands(z_size):
+    """A ``finish`` that writes bands into a full tensor and checks they come once each, in order."""
+    seen = []
+
+    def finish(z0, z1, band):
+        assert z0 == (seen[-1][1] if seen else 0) and z1 > z0
+        if "out" not in state:
+            state["out"] = torch.full((band.shape[0], z_size, *band.shape[2:]), float("nan"))
+        state["out"][:, z0:z1] = band
+        seen.append((z0, z1))
+
+    state = {}
+    return finish, state, seen
+
+
+@settings(max_examples=40, deadline=None)
+@given(z=st.integers(3, 60), y=small_sides, x=small_sides, dim_in=st.integers(4, 20), margin=st.integers(0, 8),
+       border=st.integers(0, 4), channels=st.integers(1, 5), batch=st.integers(1, 4), channels_last=st.booleans(),
+       gaussian=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_banded_stitching_equals_whole_volume(z, y, x, dim_in, margin, border, channels, batch, channels_last,
+                                              gaussian, seed):
+    """The z-band stitcher (segment_volume's fast mode) hands on exactly the whole-volume stitcher's numbers."""
+    gen = torch.Generator().manual_seed(seed)
+    vol = torch.randn((z, y, x), generator=gen)
+    mix = torch.randn(channels, generator=gen)
+
+    def predictor(b):  # channel-dependent and nonlinear, so a misplaced or reordered term shows
+        out = b * mix.reshape(1, -1, 1, 1, 1) + torch.sin(3 * b)
+        return out.contiguous(memory_format=torch.channels_last_3d) if channels_last else out
+
+    plan = tiling.even_plan(vol.shape, dim_in, margin=margin + 2 * border)
+    border = border if 2 * border < min(plan.window) else 0
+    weights = tiling.window_weights(plan, "gaussian" if gaussian else "constant", border=border)
+    kw = dict(window_batch=batch, weights=weights, channels_last=channels_last)
+    want = tiling.sliding_window(vol, predictor, plan, **kw)
+    finish, state, seen = _collect_bands(z)
+    assert tiling.sliding_window(vol, predictor, plan, finish=finish, **kw) is None
+    assert seen[-1][1] == z
+    assert torch.equal(state["out"], want)
+
+
+@settings(max_examples=20, deadline=None)
+@given(z=st.integers(3, 50), y=small_sides, x=small_sides, w=st.integers(6, 24), overlap=overlaps,
+       seed=st.integers(0, 2**31 - 1))
+def test_banded_stitching_of_monai_windows(z, y, x, w, overlap, seed):
+    vol = torch.from_numpy(np.random.default_rng(seed).standard_normal((z, y, x)).astype(np.float32))
+    plan = tiling.monai_plan(vol.shape, w, overlap)
+    want = sliding_affine(vol, plan, 2)
+    finish, state, _ = _collect_bands(z)
+    tiling.sliding_window(vol, lambda b: 2 * b + 1, plan, window_batch=2, finish=finish)
+    assert torch.equal(state["out"], want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(z=small_sides, y=small_sides, x=small_sides, dim_in=st.integers(6, 24), margin=st.integers(0, 6),
+       border=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+def test_border_band_weights_keep_the_affine_invariant(z, y, x, dim_in, margin, border, seed):
+    """With inner window faces discarded, every voxel still has weight (windows overlap by margin + 2 border)."""
+    vol = torch.from_numpy(np.random.default_rng(seed).integers(-500, 500, (z, y, x)).astype(np.float32))
+    plan = tiling.even_plan(vol.shape, dim_in, margin=margin + 2 * border)
+    if 2 * border >= min(plan.window):
+        return
+    weight_of = tiling.window_weights(plan, "gaussian", border=border)
+    out = sliding_affine(vol, plan, 2, weight_of)
+    assert torch.equal(out[0], 2 * vol + 1)
+    for i in range(plan.n_windows):  # zero exactly on inner faces, the Gaussian elsewhere
+        w = weight_of(i)
+        for axis in range(3):
+            s, side, p = int(plan.starts[i][axis]), plan.window[axis], plan.padded_shape[axis]
+            first = w.select(axis, 0)
+            last = w.select(axis, side - 1)
+            assert bool((first == 0).all()) == (s > 0)
+            assert bool((last == 0).all()) == (s + side < p)

@@ -61,9 +61,25 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=choices("segment", "mode"), default=None,
                    help=f"fast or compat (octopi 1.7's windows and blending) {d(SegmentConfig, 'mode')}")
     p.add_argument("--precision", choices=choices("segment", "precision"), default=None,
-                   help="network precision: auto = fp16 autocast on CUDA (as octopi), fp32 on the CPU; fp32 on "
-                        f"CUDA keeps PyTorch's default of TF32 convolutions on Ampere and newer GPUs "
+                   help="network precision: auto = fast mode in bf16 autocast on CPUs with AMX or AVX512-BF16, fp32 "
+                        "on other CPUs; compat mode fp32 on the CPU (octopi's numbers); fp16 autocast on CUDA (as "
+                        "octopi; fp32 on CUDA keeps PyTorch's TF32 convolutions) "
                         f"{d(SegmentConfig, 'precision')}")
+    p.add_argument("--runtime", choices=choices("segment", "runtime"), default=None,
+                   help="how the network runs: torch; compile, onnxruntime, openvino (CPU) and cudagraphs, tensorrt "
+                        "(CUDA) are selectable but measured no faster here (benchmarks/RESULTS.md) "
+                        f"{d(SegmentConfig, 'runtime')}")
+    p.add_argument("--window-scale", type=float, default=None,
+                   help=f"fast: largest window side as a multiple of the model's dim_in {d(SegmentConfig, 'window_scale')}")
+    p.add_argument("--border-scale", type=float, default=None,
+                   help="fast: band discarded at inner window faces, a fraction of dim_in "
+                        f"{d(SegmentConfig, 'border_scale')}")
+    p.add_argument("--margin", type=int, default=None,
+                   help=f"fast: least overlap (voxels) of neighbouring windows' kept parts {d(SegmentConfig, 'margin')}")
+    p.add_argument("--blend", choices=choices("segment", "blend"), default=None,
+                   help=f"fast: window weights {d(SegmentConfig, 'blend')}")
+    p.add_argument("--sigma-scale", type=float, default=None,
+                   help=f"fast: Gaussian sigma as a fraction of the window side {d(SegmentConfig, 'sigma_scale')}")
     p.add_argument("--save-probabilities", default=None, metavar="FOLDER",
                    help="also write per-class probabilities to FOLDER/<run>.h5 (float16, gzip; for napari/Python)")
 
@@ -91,7 +107,9 @@ def run(args) -> int:
         read_ahead=args.read_ahead,
         segment={"mode": args.mode, "ntta": args.ntta, "overlap": args.overlap, "window_batch": args.window_batch,
                  "precision": args.precision, "save_probabilities": args.save_probabilities,
-                 "write_segmentation": seg.info() if seg else None},
+                 "write_segmentation": seg.info() if seg else None, "runtime": args.runtime,
+                 "window_scale": args.window_scale, "border_scale": args.border_scale, "margin": args.margin,
+                 "blend": args.blend, "sigma_scale": args.sigma_scale},
     )
     return run_job(doc, "tomopick segment")
 

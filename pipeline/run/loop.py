@@ -176,11 +176,8 @@ class RunLoop:
 
         s, device, ensemble = self.cfg.segment, self.ctx.device, self.ctx.ensemble
         t0 = time.perf_counter()
-        result = segment_volume(
-            volume, ensemble, device=device.torch_device, mode=s.mode, ntta=s.ntta, overlap=s.overlap,
-            window_batch=s.window_batch, precision=s.precision,
-            return_probabilities=bool(s.save_probabilities) or needs_probabilities(self.cfg),
-        )
+        result = segment_volume(volume, ensemble, s, device=device.torch_device,
+                                return_probabilities=bool(s.save_probabilities) or needs_probabilities(self.cfg))
         if device.is_cuda:
             import torch
 

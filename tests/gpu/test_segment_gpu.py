@@ -28,36 +28,42 @@ def volume(shape, seed=0):
 
 @pytest.mark.parametrize("mode", ["compat", "fast"])
 def test_gpu_fp32_matches_cpu(mode):
+    from pipeline.config import SegmentConfig
     from pipeline.segment import compute_logits, segment_volume
 
     vol = volume((20, 45, 33), seed=1)
-    cpu, _ = compute_logits(vol, tiny_ensemble(), device="cpu", mode=mode, ntta=4)
-    gpu, stats = compute_logits(vol, tiny_ensemble(), device="cuda", mode=mode, ntta=4, precision="fp32")
+    settings = SegmentConfig(mode=mode, ntta=4, margin=2, border_scale=0.125, precision="fp32")
+    cpu, _ = compute_logits(vol, tiny_ensemble(), settings, device="cpu")
+    gpu, stats = compute_logits(vol, tiny_ensemble(), settings, device="cuda")
     assert gpu.device.type == "cuda" and not stats["host_stitching"]
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
-    labels = segment_volume(vol, tiny_ensemble(), device="cuda:0", mode=mode, ntta=4, precision="fp32").label_map
+    labels = segment_volume(vol, tiny_ensemble(), settings, device="cuda:0").label_map
     assert labels.device.type == "cuda" and labels.dtype == torch.uint8  # stays on the device for localization
     agree = (labels.cpu() == torch.argmax(cpu, 0).to(torch.uint8)).float().mean()
     assert agree >= 0.999
 
 
 def test_gpu_fp16_close_to_cpu_fp32():
+    from pipeline.config import SegmentConfig
     from pipeline.segment import compute_logits
 
     vol = volume((24, 40, 40), seed=2)
-    cpu, _ = compute_logits(vol, tiny_ensemble(), device="cpu", mode="compat", ntta=2)
-    gpu, stats = compute_logits(vol, tiny_ensemble(), device="cuda", mode="compat", ntta=2)  # auto -> fp16
+    cpu, _ = compute_logits(vol, tiny_ensemble(), SegmentConfig(mode="compat", ntta=2), device="cpu")
+    gpu, stats = compute_logits(vol, tiny_ensemble(), SegmentConfig(mode="compat", ntta=2), device="cuda")  # fp16
     assert stats["precision"] == "fp16"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=5e-2)
 
 
 def test_compat_on_gpu_equals_monai_reference_on_gpu():
-    from pipeline.segment import compute_logits, reference_logits
+    from pipeline.config import SegmentConfig
+    from pipeline.segment import compute_logits
+    from pipeline.segment_reference import reference_logits
 
     vol = volume((18, 37, 29), seed=3)
     ens = tiny_ensemble()
-    want = reference_logits(vol, ens, ntta=4, device="cuda", precision="fp32")
-    got, _ = compute_logits(vol, ens, mode="compat", ntta=4, device="cuda", precision="fp32")
+    settings = SegmentConfig(mode="compat", ntta=4, precision="fp32")
+    want = reference_logits(vol, ens, settings, device="cuda")
+    got, _ = compute_logits(vol, ens, settings, device="cuda")
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
@@ -76,7 +82,38 @@ def test_oom_falls_back_to_host_stitching(monkeypatch, caplog):
     monkeypatch.setattr(tiling, "sliding_window", flaky)
     monkeypatch.setattr(segment, "_warned_host_stitching", False)
     vol = volume((16, 20, 20), seed=4)
-    result = segment.segment_volume(vol, tiny_ensemble(), device="cuda", mode="fast", ntta=2)
+    from pipeline.config import SegmentConfig
+
+    result = segment.segment_volume(vol, tiny_ensemble(), SegmentConfig(ntta=2, margin=2, border_scale=0.125), device="cuda")
     assert result.stats["host_stitching"] and "stitching windows on the host" in caplog.text
     assert result.label_map.device.type == "cuda"
     assert calls[0].startswith("cuda") and calls[-1] == "cpu"
+
+
+@pytest.mark.parametrize("runtime", ["compile", "cudagraphs", "tensorrt"])
+def test_cuda_runtimes_same_logits_as_torch(runtime):
+    """Each CUDA runtime computes what eager torch computes (fp32 and the default fp16), on fresh random inputs."""
+    from pipeline import runtimes
+
+    if runtime == "tensorrt":
+        pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed")
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    net = tiny_ensemble(seed=seed % 1000).models[0].cuda()
+    x = torch.randn((3, 1, 16, 16, 16), generator=torch.Generator().manual_seed(seed)).cuda()
+    dev = torch.device("cuda")
+    for precision, tol in (("fp32", 1e-3), ("fp16", 5e-2)):
+        with torch.inference_mode():
+            want = runtimes.runner(net, dev, "torch", precision)(x).float()
+            twice = runtimes.runner(net, dev, "torch", precision)(x * 2).float()
+            got = runtimes.runner(net, dev, runtime, precision)(x).float()
+            again = runtimes.runner(net, dev, runtime, precision)(x * 2).float()  # a replay sees the new input
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=lambda m: f"seed {seed}: {m}")
+        torch.testing.assert_close(again, twice, rtol=tol, atol=tol, msg=lambda m: f"seed {seed}: {m}")
+
+
+def test_cpu_runtime_on_cuda_is_refused():
+    from pipeline import runtimes
+    from pipeline.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="needs a CPU"):
+        runtimes.check_runtime("openvino", torch.device("cuda"))
