@@ -15,6 +15,8 @@ import numpy as np
 from numba import njit, prange
 
 TRUNCATE = 4.0  # SciPy's default: the kernel reaches int(4 sigma + 0.5) voxels
+# float16 -> float32 for every bit pattern (numba has no float16 on the CPU): 256 KiB, stays in cache
+_HALF = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 def gaussian_weights(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
@@ -33,6 +35,41 @@ def _reflect(j, n):
     if j < 0:
         j += period
     return j if j < n else period - 1 - j
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _bin_u16(bits, half, b, out):
+    """Mean of each b x b x b block of a float16 volume (given as its uint16 bits) into ``out`` (float32); blocks
+    past the volume's far faces read it reflected (SciPy's reflect), as ``reference.bin_mean`` does."""
+    nz, ny, nx = bits.shape
+    oz, oy, ox = out.shape
+    scale = np.float32(1.0 / (b * b * b))
+    for z in prange(oz):
+        for y in range(oy):
+            for x in range(ox):
+                acc = np.float32(0.0)
+                for dz in range(b):
+                    zz = _reflect(z * b + dz, nz)
+                    for dy in range(b):
+                        yy = _reflect(y * b + dy, ny)
+                        for dx in range(b):
+                            acc += half[bits[zz, yy, _reflect(x * b + dx, nx)]]
+                out[z, y, x] = acc * scale
+
+
+def bin_mean(channel: np.ndarray, b: int) -> np.ndarray:
+    """Block means (float32) of a float16 or float32 channel; ``b == 1``: the channel as float32."""
+    shape = tuple(-(-s // b) for s in channel.shape)
+    if channel.dtype == np.float16:
+        out = np.empty(shape, np.float32)
+        _bin_u16(np.ascontiguousarray(channel).view(np.uint16), _HALF, b, out)
+        return out
+    channel = np.ascontiguousarray(channel, dtype=np.float32)
+    if b == 1:
+        return channel.copy()
+    from pipeline.localize.reference import bin_mean as numpy_bin_mean
+
+    return numpy_bin_mean(channel, b)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -91,17 +128,19 @@ def _max_x(src, dst, size):
     nz, ny, nx = src.shape
     lo = size // 2
     for z in prange(nz):
+        row = np.empty(nx + size, np.float32)
         for y in range(ny):
             line = src[z, y]
+            # reflected values repeat in-range ones: pad with the edge values, the max over the window is the same
+            for i in range(nx + size):
+                row[i] = line[min(max(i - lo, 0), nx - 1)]
             out = dst[z, y]
             for i in range(nx):
-                a = max(i - lo, 0)  # reflected values repeat in-range ones: the max over the clipped window
-                b = min(i - lo + size, nx)
-                m = line[a]
-                for j in range(a + 1, b):
-                    if line[j] > m:
-                        m = line[j]
-                out[i] = m
+                out[i] = row[i]
+            for k in range(1, size):
+                for i in range(nx):
+                    v = row[i + k]
+                    out[i] = v if v > out[i] else out[i]
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -159,11 +198,9 @@ def _peak_voxels(smooth, maxed, threshold):
     return out
 
 
-def smooth_and_peaks(channel: np.ndarray, sigma: float, side: int, threshold: float):
-    """(flat indices of the peak voxels, their smoothed values) of one class's probability channel."""
-    src = np.ascontiguousarray(channel, dtype=np.float32)
-    if src is channel:
-        src = src.copy()  # the passes below overwrite it
+def smooth_and_peaks(src: np.ndarray, sigma: float, side: int, threshold: float):
+    """(flat indices of the peak voxels, their smoothed values, the smoothed channel) of a float32 channel (which
+    the passes overwrite)."""
     tmp = np.empty_like(src)
     w = gaussian_weights(sigma)
     _conv_x(src, tmp, w)
@@ -175,7 +212,7 @@ def smooth_and_peaks(channel: np.ndarray, sigma: float, side: int, threshold: fl
     _max_y(src, maxed, side)
     _max_z(maxed, src, side)  # src: the window maxima
     index = _peak_voxels(smooth, src, np.float32(threshold))
-    return index, smooth.reshape(-1)[index].astype(np.float64)
+    return index, smooth.reshape(-1)[index].astype(np.float64), smooth
 
 
 def plateau_candidates(index: np.ndarray, values: np.ndarray, shape):

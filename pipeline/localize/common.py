@@ -185,24 +185,71 @@ def per_class(mapping: dict, name: str) -> float:
     return float(mapping.get(name, mapping["default"]))
 
 
+MAX_PEAK_BIN = 4
+
+
 @dataclass(frozen=True)
 class PeakParameters:
-    """``peaks`` for one object: Gaussian sigma (voxels), maximum-filter side (voxels, odd) and threshold."""
+    """``peaks`` for one object: Gaussian sigma and maximum-filter side (full-resolution voxels), threshold, and
+    the block side ``bin`` over which probabilities are averaged first.
+
+    Smoothing with sigma >= 1.5 voxels leaves nothing a grid of about sigma voxels cannot hold, so the work is
+    done on ``bin``^3 block means (bin = sigma rounded, 1..4): the box average already smooths by a variance of
+    (bin^2 - 1) / 12 per axis, the Gaussian on the coarse grid adds the rest, and a peak's block centre maps back
+    within bin / 2 voxels (the CZII rule matches within half a radius, >= 3 voxels for every CZII object)."""
 
     sigma: float
     side: int
     threshold: float
+    bin: int = 1
 
     @property
-    def reach(self) -> int:
-        """How far (voxels) a voxel's probability can move a smoothed value (SciPy's kernel radius, truncate 4)."""
-        return int(4.0 * self.sigma + 0.5)
+    def binned_sigma(self) -> float:
+        return math.sqrt(max(self.sigma**2 - (self.bin**2 - 1) / 12.0, 1e-6)) / self.bin
+
+    @property
+    def binned_side(self) -> int:
+        return max(3, int(round(self.side / self.bin)) | 1)
+
+    def to_full(self, centers_binned: np.ndarray) -> np.ndarray:
+        """Block-grid coordinates -> full-resolution voxels (a block's centre)."""
+        return centers_binned * self.bin + (self.bin - 1) / 2.0
+
+
+def refine_peaks(centers: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Sub-voxel peak positions: along each axis, the vertex of the parabola through the smoothed values at the
+    peak voxel and its two neighbours (``neighbours``: (N, 3, 3) values at offsets -1, 0, +1 per axis; NaN where
+    the volume ends), at most half a voxel away. Plateaus of several voxels (their centroid is not on a voxel)
+    keep their centroid."""
+    out = centers.copy()
+    on_voxel = np.all(np.abs(centers - np.round(centers)) < 1e-9, axis=1)
+    left, mid, right = neighbours[..., 0], neighbours[..., 1], neighbours[..., 2]
+    curvature = left - 2 * mid + right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
+    shift = np.clip(np.nan_to_num(shift), -0.5, 0.5)
+    out[on_voxel] += shift[on_voxel]
+    return out
+
+
+def neighbour_values(smooth: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(N, 3, 3): the values at each rounded centre and its -1 / +1 neighbours along z, y, x (NaN outside)."""
+    idx = np.round(centers).astype(np.int64)
+    out = np.full((len(idx), 3, 3), np.nan)
+    for axis in range(3):
+        for k, step in enumerate((-1, 0, 1)):
+            j = idx.copy()
+            j[:, axis] += step
+            ok = (j[:, axis] >= 0) & (j[:, axis] < smooth.shape[axis])
+            out[ok, axis, k] = smooth[j[ok, 0], j[ok, 1], j[ok, 2]]
+    return out
 
 
 def peak_parameters(settings, task) -> PeakParameters:
     """Smoothing ``sigma = smoothing x radius``, a window of ``peak_window x radius`` (odd, >= 3) and the
-    threshold, each from the object's own entry or the default."""
+    threshold, each from the object's own entry or the default; the block side from sigma."""
     radius = task.window.radius
     sigma = per_class(settings.smoothing, task.name) * radius
     side = max(3, int(round(per_class(settings.peak_window, task.name) * radius)) | 1)
-    return PeakParameters(sigma, side, per_class(settings.thresholds, task.name))
+    bin_side = min(MAX_PEAK_BIN, max(1, int(round(sigma))))
+    return PeakParameters(sigma, side, per_class(settings.thresholds, task.name), bin_side)

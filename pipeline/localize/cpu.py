@@ -20,7 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow, Task, peak_parameters
+from pipeline.localize.common import (
+    NO_CANDIDATES,
+    Candidates,
+    SizeWindow,
+    Task,
+    neighbour_values,
+    peak_parameters,
+    refine_peaks,
+)
 from pipeline.localize.methods import PROBABILITIES, Method, backend_function
 
 log = logging.getLogger(__name__)
@@ -93,18 +101,19 @@ def region_centroids(region_vox, n_regions, flat_index, shape_zyx, window: SizeW
 
 
 def candidates_peaks(probabilities: np.ndarray, task: Task, settings) -> Candidates:
-    """The reference's ``peaks`` with numba kernels (kernels/smooth.py): separable smoothing and window maxima,
-    parallel over z, in float32; the peak voxels are few, so their plateaus are grouped sparsely. The same
-    candidates as ``reference.candidates_peaks`` up to float32 rounding of the smoothed values."""
-    from kernels.smooth import plateau_candidates, smooth_and_peaks
+    """The reference's ``peaks`` with numba kernels (kernels/smooth.py): block means read straight from float16,
+    separable smoothing and window maxima, parallel over z, in float32; the peak voxels are few, so their
+    plateaus are grouped sparsely. The reference's candidates up to float32 rounding of the smoothed values."""
+    from kernels.smooth import bin_mean, plateau_candidates, smooth_and_peaks
 
     params = peak_parameters(settings, task)
-    channel = probabilities[task.label]
-    if float(channel.max()) < params.threshold:  # a weighted mean cannot exceed its largest value
+    coarse = bin_mean(probabilities[task.label], params.bin)
+    index, values, smooth = smooth_and_peaks(coarse, params.binned_sigma, params.binned_side, params.threshold)
+    centers, values = plateau_candidates(index, values, coarse.shape)
+    if not len(values):
         return NO_CANDIDATES
-    index, values = smooth_and_peaks(channel, params.sigma, params.side, params.threshold)
-    centers, values = plateau_candidates(index, values, channel.shape)
-    return Candidates(centers, values) if len(values) else NO_CANDIDATES
+    centers = refine_peaks(centers, neighbour_values(smooth, centers))
+    return Candidates(params.to_full(centers), values)
 
 
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}

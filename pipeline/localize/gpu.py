@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow, Task, peak_parameters
+from pipeline.localize.common import (
+    NO_CANDIDATES,
+    Candidates,
+    SizeWindow,
+    Task,
+    peak_parameters,
+    refine_peaks,
+)
 from pipeline.localize.methods import LABELS, Method, backend_function
 
 log = logging.getLogger(__name__)
@@ -253,8 +260,9 @@ def candidates_peaks(probabilities, task: Task, settings, ops: DeviceOps) -> Can
     with SciPy's defaults); centroids of the plateaus by the region-statistics kernel. Only candidates come back."""
     xp, ndi = ops.xp, ops.ndi
     params = peak_parameters(settings, task)
-    smooth = ndi.gaussian_filter(probabilities[task.label].astype(xp.float32), params.sigma)
-    peaks = (smooth == ndi.maximum_filter(smooth, size=params.side)) & (smooth >= params.threshold)
+    coarse = _bin_mean(probabilities[task.label].astype(xp.float32), params.bin, xp)
+    smooth = ndi.gaussian_filter(coarse, params.binned_sigma)
+    peaks = (smooth == ndi.maximum_filter(smooth, size=params.binned_side)) & (smooth >= params.threshold)
     plateaus, n = ndi.label(peaks, structure=xp.ones((3, 3, 3), dtype=bool))
     n = int(n)  # host sync
     if n == 0:
@@ -262,7 +270,30 @@ def candidates_peaks(probabilities, task: Task, settings, ops: DeviceOps) -> Can
     plateaus = plateaus.astype(xp.int32, copy=False)
     stats = ops.to_host(ops.stats(plateaus, n))  # (n + 1, 4): count and coordinate sums
     values = ops.to_host(ndi.maximum(smooth, plateaus, xp.arange(1, n + 1)))
-    return Candidates(stats[1:, 1:] / stats[1:, :1], np.asarray(values, np.float64).reshape(-1))
+    centers = stats[1:, 1:] / stats[1:, :1]
+    # the few values the sub-voxel refinement needs, gathered on the device
+    idx = np.round(centers).astype(np.int64)
+    near = np.full((len(idx), 3, 3), np.nan)
+    for axis in range(3):
+        for k, step in enumerate((-1, 0, 1)):
+            j = idx.copy()
+            j[:, axis] += step
+            ok = (j[:, axis] >= 0) & (j[:, axis] < smooth.shape[axis])
+            if ok.any():
+                sel = xp.asarray(j[ok])
+                near[ok, axis, k] = ops.to_host(smooth[sel[:, 0], sel[:, 1], sel[:, 2]])
+    centers = refine_peaks(centers, near)
+    return Candidates(params.to_full(centers), np.asarray(values, np.float64).reshape(-1))
+
+
+def _bin_mean(channel, b: int, xp):
+    """``reference.bin_mean`` with the array module ``xp``."""
+    if b == 1:
+        return channel
+    pad = [(0, -s % b) for s in channel.shape]
+    padded = xp.pad(channel, pad, mode="symmetric")
+    z, y, x = (s // b for s in padded.shape)
+    return padded.reshape(z, b, y, b, x, b).mean(axis=(1, 3, 5), dtype=xp.float32)
 
 
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}

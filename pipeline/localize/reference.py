@@ -20,7 +20,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.localize.common import NO_CANDIDATES, Candidates, SizeWindow, Task, peak_parameters
+from pipeline.localize.common import (
+    NO_CANDIDATES,
+    Candidates,
+    SizeWindow,
+    Task,
+    neighbour_values,
+    peak_parameters,
+    refine_peaks,
+)
 from pipeline.localize.methods import Method, backend_function
 
 CROSS = ndi.generate_binary_structure(3, 1)
@@ -73,20 +81,33 @@ def _region_centroids(regions: np.ndarray, n_regions: int, offset: np.ndarray, w
     return Candidates(centers.reshape(-1, 3) + offset, sizes[keep].astype(np.float64))
 
 
+def bin_mean(channel: np.ndarray, b: int) -> np.ndarray:
+    """Means of b x b x b blocks (float32), the far faces padded by SciPy's reflect to a multiple of b."""
+    channel = np.asarray(channel, dtype=np.float32)
+    if b == 1:
+        return channel.copy()
+    pad = [(0, -s % b) for s in channel.shape]
+    padded = np.pad(channel, pad, mode="symmetric")
+    z, y, x = (s // b for s in padded.shape)
+    return padded.reshape(z, b, y, b, x, b).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
 def candidates_peaks(probabilities: np.ndarray, task: Task, settings) -> Candidates:
-    """Peaks of one class's probability (channel ``task.label``), on the whole volume: Gaussian smoothing
-    (sigma = smoothing x radius, SciPy's reflect mode and truncate 4), voxels equal to the maximum of their
-    window (side = peak_window x radius) and >= the threshold; each 26-connected group of them (a plateau: its
+    """Peaks of one class's probability (channel ``task.label``), on the whole volume: means over blocks of
+    ``bin`` voxels (see ``PeakParameters``), Gaussian smoothing (SciPy's reflect mode and truncate 4), voxels
+    equal to the maximum of their window and >= the threshold; each 26-connected group of them (a plateau: its
     voxels are equal) is one candidate at its centroid, valued at its probability."""
     params = peak_parameters(settings, task)
-    smooth = ndi.gaussian_filter(np.asarray(probabilities[task.label], dtype=np.float32), params.sigma)
-    peaks = (smooth == ndi.maximum_filter(smooth, size=params.side)) & (smooth >= params.threshold)
+    coarse = bin_mean(probabilities[task.label], params.bin)
+    smooth = ndi.gaussian_filter(coarse, params.binned_sigma)
+    peaks = (smooth == ndi.maximum_filter(smooth, size=params.binned_side)) & (smooth >= params.threshold)
     plateaus, n = ndi.label(peaks, structure=CUBE)
     if n == 0:
         return NO_CANDIDATES
     index = np.arange(1, n + 1)
     centers = np.asarray(ndi.center_of_mass(peaks, plateaus, index), np.float64).reshape(-1, 3)
-    return Candidates(centers, np.asarray(ndi.maximum(smooth, plateaus, index), np.float64))
+    centers = refine_peaks(centers, neighbour_values(smooth, centers))
+    return Candidates(params.to_full(centers), np.asarray(ndi.maximum(smooth, plateaus, index), np.float64))
 
 
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
