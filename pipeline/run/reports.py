@@ -83,8 +83,9 @@ def throughput_summary(records: list[RunRecord], wall_seconds: float) -> dict:
 
 def summary_line(result: JobResult) -> str:
     s = throughput_summary(result.records, result.wall_seconds)
-    return (f"{s['runs_done']} run(s) done, {s['runs_already_done']} already done, {s['runs_failed']} failed "
-            f"in {s['wall_seconds']:.1f} s on {result.device.torch_device} "
+    elsewhere = f", {s['runs_claimed_elsewhere']} being done by another driver" if s["runs_claimed_elsewhere"] else ""
+    return (f"{s['runs_done']} run(s) done, {s['runs_already_done']} already done, {s['runs_failed']} failed"
+            f"{elsewhere} in {s['wall_seconds']:.1f} s on {result.device.torch_device} "
             f"({s['tomograms_per_minute']:.2f} tomograms/min, {s['voxels_per_second'] / 1e6:.2f} Mvoxel/s)")
 
 
