@@ -157,8 +157,9 @@ def warning_lines(caplog) -> list[str]:
 # ``run_all.py`` in a fresh process, with ``setup`` code run first (one of the snippets below: they hold the
 # process at a known point so that a test can signal it, make drivers meet, or kill it mid-write).
 DRIVER = """
-import sys
+import signal, sys
 sys.path.insert(0, {repo!r})
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also when started in the background
 {setup}
 from run_all import main
 sys.exit(main({argv!r}))

@@ -135,10 +135,14 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path) -> tuple[Path, dict]:
     latest: dict[str, RunRecord] = {}
     wall = 0.0
     for part in parts:
-        doc = json.loads(part.read_text())
-        wall = max(wall, float(doc.get("summary", {}).get("wall_seconds", 0.0)))
-        for rec in doc.get("runs", []):
-            rec = RunRecord.from_dict(rec)
+        try:
+            doc = json.loads(part.read_text())
+            wall = max(wall, float(doc.get("summary", {}).get("wall_seconds", 0.0)))
+            part_records = [RunRecord.from_dict(rec) for rec in doc.get("runs", [])]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise RunError(f"shard report {part}: not a tomopick throughput report ({type(exc).__name__}: {exc}); "
+                           "run that shard again, or delete the file") from None
+        for rec in part_records:
             if rec.status != SKIPPED_DONE or rec.run_id not in latest:
                 latest[rec.run_id] = rec
     records = sorted(latest.values(), key=lambda r: r.run_id)
