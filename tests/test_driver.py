@@ -132,7 +132,7 @@ def test_failed_run_leaves_no_partial_output(synth_project, tmp_path, monkeypatc
     monkeypatch.setattr(copick_io, "write_picks", flaky_write_picks)
     cfg = make_cfg(synth_project, tmp_path, output={"on_error": on_error}, run_ids=["TS_7_0", "TS_7_1"])
     if on_error == "raise":
-        with pytest.raises(RunFailed, match="disk full"):
+        with pytest.raises(RunFailed, match="stopped after run TS_7_1 failed"):
             driver.run_pipeline(cfg, progress=False)
     else:
         result = driver.run_pipeline(cfg, progress=False)

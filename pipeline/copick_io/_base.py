@@ -52,7 +52,12 @@ def _project_name(root) -> str:
 
 
 def _where(copick_obj) -> str:
-    return str(getattr(copick_obj, "path", None) or copick_obj)
+    """The file or store behind a copick object, for messages (tomograms have no ``path``: the overlay's, or the
+    static root's for a read-only one)."""
+    path = getattr(copick_obj, "path", None)
+    if not path and hasattr(copick_obj, "read_only"):
+        path = copick_obj.static_path if copick_obj.read_only else copick_obj.overlay_path
+    return str(path or copick_obj)
 
 
 def _voxel_spacing(run, voxel_size: float):

@@ -60,6 +60,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
 
     ``workers`` overrides the per-device worker list (tests use it to exercise the multi-worker path on the CPU).
     """
+    from pipeline import copick_io
+
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     log.info("device %s (%s)", device.torch_device, device.reason)
@@ -84,19 +86,30 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     out_dir = output_dir(cfg, root)
     result = JobResult(records, 0.0, device, skipped_missing=skipped_missing)
     if todo and cfg.stages:
+        check_writable(copick_io.overlay_root(root), out_dir)
         _write_parameter_logs(cfg, ctx)
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="runs", unit="run", disable=None)
+        finished: list[RunRecord] = []
+
+        def on_record(rec: RunRecord) -> None:
+            finished.append(rec)
+            if bar is not None:
+                bar.update(1)
+
         try:
             if len(devices) > 1 and len(todo) > 1:
                 ctx.ensemble = None  # the workers load their own
                 executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
             else:
                 executor = LocalExecutor(ctx)
-            records += executor.run(todo, on_record=(lambda rec: bar.update(1)) if bar is not None else None)
+            records += executor.run(todo, on_record=on_record)
+        except BaseException:
+            records += finished  # stopped (Ctrl-C, SIGTERM, a failed run): the runs that finished are reported
+            raise
         finally:  # also on Ctrl-C / SIGTERM: what was done is reported
             if bar is not None:
                 bar.close()
@@ -122,6 +135,19 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     log.info("finished %d run(s) in %.1f s (%d failed, %d already done)", len(todo), result.wall_seconds,
              len(result.failed), sum(r.status == SKIPPED_DONE for r in records))
     return result
+
+
+def check_writable(*folders: Path) -> None:
+    """Stop before any work, naming the folder, where this job could not write its outputs (a read-only file
+    system, no permission), rather than after the first run's segmentation."""
+    import errno
+    import os
+
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+            raise OSError(code, os.strerror(code), str(folder))
 
 
 def _refuse_foreign_outputs(cfg: RunConfig, outputs: RunOutputs, todo: list[str]) -> None:

@@ -7,9 +7,10 @@ run's outputs (through ``RunOutputs``), so "nothing half-written" is proved here
   localized there; otherwise one host copy is localized in a background thread while the next run segments.
 - A writer thread writes each run's segmentation, picks and, last, its done marker.
 
-A failing run is recorded and its partial output removed; with ``output.on_error: raise`` the loop stops
-taking runs and raises ``RunFailed`` once the runs in flight have settled. An ``abort`` event (set by an
-executor) stops it taking runs, too.
+A failing run is recorded (its earlier outputs as they were, see ``RunOutputs``); with ``output.on_error:
+raise`` the loop stops taking runs and raises ``RunFailed`` once the runs in flight have settled. An ``abort``
+event (set by an executor), Ctrl-C or SIGTERM stop it taking runs, too. A claim that cannot be written (a
+read-only overlay) stops the loop with that OSError.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class _Reader(threading.Thread):
         self.slots = threading.Semaphore(depth)
         self.seg = input_segmentation(ctx.cfg)
         self.probabilities = input_probabilities(ctx.cfg)
+        self.error: BaseException | None = None  # the run source or a claim failed: the loop re-raises it
 
     def read(self, run_id: str):
         from pipeline import copick_io
@@ -99,8 +101,8 @@ class _Reader(threading.Thread):
                 except Exception as exc:  # reported per run by the consumer
                     item = (run_id, None, exc, time.perf_counter() - t0)
                 self.out.put(item)
-        except Exception as exc:  # the run source itself failed (e.g. an executor's queue): end the loop
-            log.error("reading the next run failed: %s", exc)
+        except Exception as exc:  # the run source (an executor's queue) or a claim (the overlay) failed
+            self.error = exc
         finally:
             self.out.put(_END)
 
@@ -165,7 +167,7 @@ class RunLoop:
         self.claims.release(run_id)  # its outputs are as they were: a failed write puts them back itself
         with self._lock:
             if self.cfg.output.on_error == "raise" and not self.failure:
-                self.failure.append(exc)
+                self.failure.append((run_id, exc))
                 self.abort.set()
         self._finish(rec)
 
@@ -281,6 +283,8 @@ class RunLoop:
             while not self.failure:
                 item = reader.take()
                 if item is _END:
+                    if reader.error is not None:  # e.g. a read-only overlay: the job stops, naming the path
+                        raise reader.error
                     break
                 run_id, data, read_error, read_seconds = item
                 rec = self.records[run_id]
@@ -328,8 +332,10 @@ class RunLoop:
             settle(block=True)
             self.claims.release_all()
         if self.failure:
+            # the run's own error is logged already (naming run and file): say what happened to the job, once
+            run_id, exc = self.failure[0]
             raise RunFailed(
-                f"a run failed and output.on_error is 'raise': {self.failure[0]}; its partial output was removed. "
-                "Set output.on_error: skip to go on with the other runs"
-            ) from self.failure[0]
+                f"stopped after run {run_id} failed (output.on_error: raise); runs done so far are kept and its "
+                "earlier outputs, if any, are as they were. Set output.on_error: skip to go on with the other runs"
+            ) from exc
         return [self.records[r] for r in order if self.records[r].status != "pending"]

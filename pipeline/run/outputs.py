@@ -5,8 +5,9 @@ Nothing good is lost and nothing half-written looks complete:
 - Outputs are computed whole before anything is written. A run that fails before writing touches nothing: an
   earlier segmentation or pick set stays as it was.
 - While a run writes, a ``writing`` marker exists (``overlay_files.writing_marker``); the done marker goes last.
-  What is replaced is first kept in memory; if writing fails, the earlier outputs are put back and new ones
-  that had no earlier version are removed. A process killed mid-write leaves the writing marker and no done
+  What is replaced is first kept in memory; if writing fails, the earlier outputs are put back (byte for byte,
+  with the done marker that vouched for them) and new ones that had no earlier version are removed; the error
+  names the run and the output whose writing failed. A process killed mid-write leaves the writing marker and no done
   marker: the next job knows those outputs are its own half-written ones and redoes the run.
 - Outputs that exist with neither marker were written by someone else; ``foreign`` names them so the job can
   refuse to replace them without ``--overwrite``.
@@ -77,31 +78,40 @@ class RunOutputs:
 
     def write(self, run_id: str, picks: dict | None, label_map_host: np.ndarray | None) -> None:
         from pipeline import copick_io, overlay_files
+        from pipeline.errors import RunError, TomopickError
 
         user, session = self._pick_ids()
         writing = overlay_files.writing_marker(self.root, run_id, self.key)
         saved = self._backup(run_id)
+        done = overlay_files.run_done_marker(self.root, run_id, self.key)
+        saved_done = done.read_bytes() if done.is_file() else None  # vouches for the earlier outputs, if put back
         overlay_files.mark_writing(writing, run_id)
-        overlay_files.clear_run_done(self.root, run_id, self.key)
-        counts = {}
+        counts, step = {}, "the writing marker"
         try:
+            overlay_files.clear_run_done(self.root, run_id, self.key)
             if self.seg is not None and label_map_host is not None:
+                step = f"segmentation {self.seg.uri()}"
                 copick_io.write_segmentation(self.root, run_id, label_map_host, self.cfg.voxel_size, self.seg)
             if self.picks:
                 for obj in self.objects:
+                    step = f"picks {user}/{session} of {obj.name}"
                     p = picks[obj.name]
                     copick_io.write_picks(self.root, run_id, obj.name, p.centers_zyx_vox, self.cfg.voxel_size,
                                           user, session, scores=p.scores)
                     counts[obj.name] = len(p)
+            step = f"the done marker {done}"
             overlay_files.mark_run_done(self.root, run_id, self.key, done_marker_info(run_id, counts, self.seg))
-        except BaseException:
-            self._restore(run_id, saved)
+        except BaseException as exc:
+            self._restore(run_id, saved, saved_done)
+            if isinstance(exc, Exception) and not isinstance(exc, TomopickError):
+                raise RunError(f"run '{run_id}': writing {step} failed: {type(exc).__name__}: {exc}") from exc
             raise
         writing.unlink(missing_ok=True)
 
-    def _restore(self, run_id: str, saved: dict) -> None:
-        """After a failed write: the earlier outputs back, the new ones that replaced nothing gone."""
-        from pipeline import copick_io, overlay_files
+    def _restore(self, run_id: str, saved: dict, saved_done: bytes | None) -> None:
+        """After a failed write: the earlier outputs back (with the done marker that vouched for them), the new
+        ones that replaced nothing gone."""
+        from pipeline import atomic, copick_io, overlay_files
 
         user, session = self._pick_ids()
         try:
@@ -118,6 +128,8 @@ class RunOutputs:
                         copick_io.write_raw_picks(self.root, run_id, obj.name, user, session, saved[obj.name])
                     else:
                         copick_io.remove_picks(self.root, run_id, obj.name, user, session)
+            if saved_done is not None:
+                atomic.write_bytes(overlay_files.run_done_marker(self.root, run_id, self.key), saved_done)
             overlay_files.writing_marker(self.root, run_id, self.key).unlink(missing_ok=True)
             if saved:
                 log.warning("run %s: writing failed; its earlier outputs were put back (%s)", run_id,

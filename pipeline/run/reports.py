@@ -83,8 +83,9 @@ def throughput_summary(records: list[RunRecord], wall_seconds: float) -> dict:
 
 def summary_line(result: JobResult) -> str:
     s = throughput_summary(result.records, result.wall_seconds)
-    return (f"{s['runs_done']} run(s) done, {s['runs_already_done']} already done, {s['runs_failed']} failed "
-            f"in {s['wall_seconds']:.1f} s on {result.device.torch_device} "
+    elsewhere = f", {s['runs_claimed_elsewhere']} being done by another driver" if s["runs_claimed_elsewhere"] else ""
+    return (f"{s['runs_done']} run(s) done, {s['runs_already_done']} already done, {s['runs_failed']} failed"
+            f"{elsewhere} in {s['wall_seconds']:.1f} s on {result.device.torch_device} "
             f"({s['tomograms_per_minute']:.2f} tomograms/min, {s['voxels_per_second'] / 1e6:.2f} Mvoxel/s)")
 
 
@@ -134,10 +135,14 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path) -> tuple[Path, dict]:
     latest: dict[str, RunRecord] = {}
     wall = 0.0
     for part in parts:
-        doc = json.loads(part.read_text())
-        wall = max(wall, float(doc.get("summary", {}).get("wall_seconds", 0.0)))
-        for rec in doc.get("runs", []):
-            rec = RunRecord.from_dict(rec)
+        try:
+            doc = json.loads(part.read_text())
+            wall = max(wall, float(doc.get("summary", {}).get("wall_seconds", 0.0)))
+            part_records = [RunRecord.from_dict(rec) for rec in doc.get("runs", [])]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise RunError(f"shard report {part}: not a tomopick throughput report ({type(exc).__name__}: {exc}); "
+                           "run that shard again, or delete the file") from None
+        for rec in part_records:
             if rec.status != SKIPPED_DONE or rec.run_id not in latest:
                 latest[rec.run_id] = rec
     records = sorted(latest.values(), key=lambda r: r.run_id)
