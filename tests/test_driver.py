@@ -289,6 +289,28 @@ def test_a_worker_that_cannot_start_stops_the_job_with_the_reason(synth_project,
         ProcessExecutor(cfg, ["cpu", "cuda:7"]).run(["TS_7_0", "TS_7_1"])
 
 
+def test_an_interrupted_job_reports_the_runs_it_finished(synth_project, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) during the second run: the first run, done, is in the report written on the way out."""
+    from pipeline.run import run_pipeline
+    from pipeline.run.loop import RunLoop
+
+    real, calls = RunLoop.segment, []
+
+    def segment_then_interrupt(self, run_id, volume):
+        calls.append(run_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, run_id, volume)
+
+    monkeypatch.setattr(RunLoop, "segment", segment_then_interrupt)
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, progress=False)
+    report = json.loads((tmp_path / "out" / "throughput.json").read_text())
+    assert [(r["run_id"], r["status"]) for r in report["runs"]] == [("TS_7_0", "done")]
+    assert report["summary"]["runs_done"] == 1
+
+
 def test_the_loop_reports_a_run_while_it_waits_for_the_next(synth_project, tmp_path):
     """An executor that hands out the next run only once the last one is reported (Ray's) must not wait for ever."""
     import queue

@@ -90,13 +90,23 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="runs", unit="run", disable=None)
+        finished: dict[str, RunRecord] = {}
+
+        def on_record(rec: RunRecord) -> None:
+            finished[rec.run_id] = rec
+            if bar is not None:
+                bar.update(1)
+
         try:
             if len(devices) > 1 and len(todo) > 1:
                 ctx.ensemble = None  # the workers load their own
                 executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
             else:
                 executor = LocalExecutor(ctx)
-            records += executor.run(todo, on_record=(lambda rec: bar.update(1)) if bar is not None else None)
+            records += executor.run(todo, on_record=on_record)
+        except BaseException:
+            records += finished.values()  # interrupted or stopped: the runs that finished are reported
+            raise
         finally:  # also on Ctrl-C / SIGTERM: what was done is reported
             if bar is not None:
                 bar.close()
