@@ -65,8 +65,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     log.info("device %s (%s)", device.torch_device, device.reason)
     root = prepare_project(cfg)
     devices = workers or worker_devices(cfg, device)
+    on_ray = cfg.executor == "ray"
     # the job's own context validates models and labels before any work, also when workers do the runs
-    ctx = WorkerContext.open(cfg, device if len(devices) == 1 else resolve_device("cpu"), root=root)
+    ctx = WorkerContext.open(cfg, device if len(devices) == 1 and not on_ray else resolve_device("cpu"), root=root)
     run_ids, skipped_missing = select_runs(cfg, root)
 
     todo, records = [], []
@@ -98,7 +99,12 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
                 bar.update(1)
 
         try:
-            if len(devices) > 1 and len(todo) > 1:
+            if on_ray:
+                from pipeline.run.ray_executor import RayExecutor
+
+                ctx.ensemble = None  # the actors load their own
+                executor = RayExecutor(cfg, cleanup=outputs.remove_partial, root=root)
+            elif len(devices) > 1 and len(todo) > 1:
                 ctx.ensemble = None  # the workers load their own
                 executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
             else:
