@@ -245,3 +245,11 @@ def test_reach_check_names_the_node_and_the_path(template, tmp_path):
     cfg.model.weights = [str(tmp_path / "absent.pth")]
     with pytest.raises(ProjectError, match=rf"Ray node node-7: the model file '{tmp_path}/absent.pth' does not exist"):
         check_reach(cfg, "node-7")
+
+
+def test_an_address_where_nothing_listens_fails_at_once():
+    from pipeline.errors import ConfigError
+    from pipeline.run.ray_executor import _check_listening
+
+    with pytest.raises(ConfigError, match=r"ray.address '127.0.0.1:1': cannot reach a Ray head there"):
+        _check_listening("127.0.0.1:1", timeout=5)

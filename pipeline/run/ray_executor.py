@@ -73,6 +73,8 @@ def connect(ray, address: str | None) -> bool:
         if address in (None, "local"):
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
         else:
+            if address != "auto":
+                _check_listening(address)
             ray.init(address=address, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise ConfigError(f"ray.address {address!r}: no Ray cluster found there ({exc}); start one (ray start "
@@ -82,6 +84,19 @@ def connect(ray, address: str | None) -> bool:
             signal.signal(signal.SIGTERM, sigterm)
     log.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
     return True
+
+
+def _check_listening(address: str, timeout: float = 10.0) -> None:
+    """Fail at once, with the reason, where nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+    import socket
+
+    host, port = address.removeprefix("ray://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"ray.address {address!r}: cannot reach a Ray head there ({exc}); check the host and port "
+                          "(ray start --head prints them), or use auto on a node of the cluster") from None
 
 
 def plan_actors(ray, cfg: RunConfig, n_runs: int) -> tuple[int, dict, str, int]:
