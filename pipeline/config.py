@@ -10,6 +10,7 @@ received and what to do.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,15 @@ class OutputConfig:
 
 
 @dataclass
+class RayConfig:
+    """``executor: ray``: the cluster to use and how runs are spread over it (pipeline/run/ray_executor.py)."""
+
+    address: str | None = None  # auto (the cluster of this node) | HOST:PORT | ray://HOST:PORT | null: a local one
+    cpus_per_actor: int = 4  # CPU-only clusters: one actor (one loaded model, this many torch threads) per N CPUs
+    retries: int = 2  # a run whose actor died is handed out again up to this often; a dead actor restarts as often
+
+
+@dataclass
 class ShowConfig:
     """``tomopick show`` (not a run-config block)."""
 
@@ -138,6 +148,8 @@ class RunConfig:
     evaluate: EvaluateConfig | None = None  # omit the block to skip evaluation
     output: OutputConfig = field(default_factory=OutputConfig)
     shard: str | None = None  # "K/N": this job takes runs K, K+N, ... (K from 0)
+    executor: str = "local"  # local (this node: one process, or one per GPU) | ray (a Ray cluster's actors)
+    ray: RayConfig = field(default_factory=RayConfig)
     source: str = "<dict>"  # the YAML file or command this came from (not a YAML key)
 
     def shard_index(self) -> tuple[int, int] | None:
@@ -148,6 +160,7 @@ class RunConfig:
 
 
 _CHOICES = {
+    ("", "executor"): ("local", "ray"),
     ("segment", "mode"): ("fast", "compat"),
     ("segment", "precision"): ("auto", "fp32", "fp16", "bf16"),
     ("segment", "nonfinite"): ("error", "zero"),
@@ -287,6 +300,28 @@ def _check_stages(cfg: RunConfig, source: str) -> None:
     cfg.stages = [s for s in STAGES if s in cfg.stages]  # always in pipeline order
 
 
+RAY_INSTALL = 'pip install "tomopick[ray]"'
+_RAY_ADDRESS = re.compile(r"^(auto|local|(ray://)?[^\s:/]+:\d+)$")
+
+
+def _check_executor(cfg: RunConfig, source: str) -> None:
+    r = cfg.ray
+    if r.address is not None and not _RAY_ADDRESS.match(r.address):
+        raise ConfigError(f"{source}: 'ray.address' is {r.address!r}; give auto (the Ray cluster this node belongs "
+                          "to), HOST:PORT of its head (e.g. 10.0.0.1:6379), ray://HOST:PORT, or null to start a "
+                          "local Ray instance")
+    if r.cpus_per_actor < 1:
+        raise ConfigError(f"{source}: 'ray.cpus_per_actor' should be >= 1, got {r.cpus_per_actor}")
+    if r.retries < 0:
+        raise ConfigError(f"{source}: 'ray.retries' should be >= 0, got {r.retries}")
+    if cfg.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(f"{source}: 'executor' is ray, but Ray is not installed here; install tomopick's "
+                              f"ray extra ({RAY_INSTALL}) or use executor: local")
+
+
 def _check_model(cfg: RunConfig, source: str, base: Path, check_files: bool) -> None:
     m = cfg.model
     if not m.weights:
@@ -367,6 +402,7 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     cfg.output.dir = _resolve(cfg.output.dir, base)
     if cfg.shard:
         parse_shard(cfg.shard, source)
+    _check_executor(cfg, source)
     # asking for a GPU on a machine without one fails now, not after the project is opened
     from pipeline.device import resolve_device
 

@@ -80,6 +80,11 @@ def test_one_config_for_several_weights(files):
         (base(device="tpu"), r"'device': device 'tpu': expected auto, cpu, cuda or cuda:N"),
         (base(voxel_size=-1), r"'voxel_size' should be > 0"),
         ({"model": {"configs": ["m.yaml"], "weights": ["a.pth"]}}, r"give 'copick_config'"),
+        (base(executor="slurm"), r"'executor' is 'slurm'; choose one of local, ray"),
+        (base(ray={"address": "head node:6379"}), r"'ray.address' is 'head node:6379'; give auto .*HOST:PORT"),
+        (base(ray={"cpus_per_actor": 0}), r"'ray.cpus_per_actor' should be >= 1, got 0"),
+        (base(ray={"retries": -1}), r"'ray.retries' should be >= 0, got -1"),
+        (base(ray={"adress": "auto"}), r"unknown key 'ray.adress'; valid keys under ray: address, cpus_per_actor"),
     ],
 )
 def test_validation_errors(files, doc, match):
@@ -121,3 +126,49 @@ def test_synthetic_block_sets_project_path(files):
 def test_overrides_replace_keys(files):
     cfg = load_config(write(files, base()), overrides={"shard": "1/3", "device": "cpu"})
     assert cfg.shard_index() == (1, 3) and cfg.device == "cpu"
+
+
+def test_executor_defaults_and_overrides(files):
+    cfg = load_config(write(files, base()))
+    assert (cfg.executor, cfg.ray.address, cfg.ray.cpus_per_actor, cfg.ray.retries) == ("local", None, 4, 2)
+    for address in ("auto", "local", "10.0.0.1:6379", "head-01:6379", "ray://head-01:10001"):
+        cfg = load_config(write(files, base(ray={"address": address, "retries": 0})))
+        assert cfg.ray.address == address and cfg.ray.retries == 0
+
+
+def test_ray_asked_for_without_ray_names_the_extra(files, monkeypatch):
+    import importlib.util
+    import sys
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"'executor' is ray, but Ray is not installed.*pip install \"tomopick\[ray\]\""):
+        load_config(write(files, base(executor="ray")))
+    assert load_config(write(files, base())).executor == "local"  # local needs no Ray
+
+    from pipeline.run.ray_executor import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # an import of ray now fails
+    with pytest.raises(ConfigError, match=r"pip install \"tomopick\[ray\]\""):
+        import_ray()
+
+
+def test_run_flags_lay_executor_over_the_config(files, monkeypatch):
+    """`tomopick run` and run_all.py: --executor / --ray-address replace the config's; not given, they leave it."""
+    import run_all
+    from pipeline.cli import build_parser
+    from pipeline.cli import run as run_cli
+
+    seen = []
+    monkeypatch.setattr("pipeline.run.run_pipeline", lambda cfg: seen.append(cfg) or None)
+    monkeypatch.setattr("pipeline.cli.common.print_summary", lambda result: 0)
+    path = write(files, base(ray={"address": "auto", "cpus_per_actor": 2}))
+    run_cli.run(build_parser().parse_args(["run", path]))
+    run_cli.run(build_parser().parse_args(["run", path, "--executor", "ray", "--ray-address", "10.0.0.1:6379"]))
+    assert [(c.executor, c.ray.address, c.ray.cpus_per_actor) for c in seen] == [
+        ("local", "auto", 2), ("ray", "10.0.0.1:6379", 2)]
+    forwarded = []
+    monkeypatch.setattr("pipeline.cli.main", lambda argv: forwarded.append(argv) or 0)
+    run_all.main([path, "--executor", "ray", "--ray-address", "auto"])
+    run_all.main([path])
+    assert forwarded == [["run", path, "--executor", "ray", "--ray-address", "auto"], ["run", path]]

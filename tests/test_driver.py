@@ -287,3 +287,49 @@ def test_a_worker_that_cannot_start_stops_the_job_with_the_reason(synth_project,
     cfg = make_cfg(synth_project, tmp_path, evaluate=None)
     with pytest.raises(RunFailed, match=r"could not start on cuda:7: DeviceError"):
         ProcessExecutor(cfg, ["cpu", "cuda:7"]).run(["TS_7_0", "TS_7_1"])
+
+
+def test_an_interrupted_job_reports_the_runs_it_finished(synth_project, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) during the second run: the first run, done, is in the report written on the way out."""
+    from pipeline.run import run_pipeline
+    from pipeline.run.loop import RunLoop
+
+    real, calls = RunLoop.segment, []
+
+    def segment_then_interrupt(self, run_id, volume):
+        calls.append(run_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, run_id, volume)
+
+    monkeypatch.setattr(RunLoop, "segment", segment_then_interrupt)
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, progress=False)
+    report = json.loads((tmp_path / "out" / "throughput.json").read_text())
+    assert [(r["run_id"], r["status"]) for r in report["runs"]] == [("TS_7_0", "done")]
+    assert report["summary"]["runs_done"] == 1
+
+
+def test_the_loop_reports_a_run_while_it_waits_for_the_next(synth_project, tmp_path):
+    """An executor that hands out the next run only once the last one is reported (Ray's) must not wait for ever."""
+    import queue
+
+    from pipeline.run.context import WorkerContext
+    from pipeline.run.loop import RunLoop
+
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None)
+    handed, records = queue.Queue(), []
+    handed.put("TS_7_0")
+
+    def on_record(rec):
+        records.append(rec)
+        handed.put("TS_7_1" if len(records) == 1 else None)
+
+    def runs():
+        while (run_id := handed.get(timeout=30)) is not None:  # Empty after 30 s: the loop held the record back
+            yield run_id
+
+    loop = RunLoop(WorkerContext.open(cfg, "cpu"), on_record=on_record)
+    assert [(r.run_id, r.status) for r in loop.run(runs())] == [("TS_7_0", "done"), ("TS_7_1", "done")]
+    assert [r.run_id for r in records] == ["TS_7_0", "TS_7_1"]

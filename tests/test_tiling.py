@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline import tiling
@@ -59,6 +59,9 @@ def test_constant_blending_returns_affine_exactly(z, y, x, w, overlap, batch, se
        scale=st.floats(1.0, 3.0), margin=st.integers(0, 16), batch=st.integers(1, 3),
        seed=st.integers(0, 2**31 - 1))
 def test_gaussian_blending_returns_affine_exactly(z, y, x, dim_in, divisor, scale, margin, batch, seed):
+    # exact for sums of a few weighted values (tiling._gaussian_cpu): neighbours overlapping by at most half a
+    # window, as every real plan does; at margin dim_in - 1 a voxel sums ~dim_in^3 windows and float32 rounds
+    assume(margin <= dim_in // 2)
     vol = torch.from_numpy(np.random.default_rng(seed).integers(-500, 500, (z, y, x)).astype(np.float32))
     plan = tiling.even_plan(vol.shape, dim_in, divisor=divisor, max_window=int(dim_in * scale), margin=margin)
     weights = tiling.blend_weights(plan.window, "gaussian")

@@ -7,7 +7,8 @@ run_manifest.json, scores) go to output.dir (default <overlay_root>/tomopick).
 
 from __future__ import annotations
 
-from pipeline.cli.common import TRUE
+from pipeline.cli.common import TRUE, d
+from pipeline.config import RunConfig, choices
 
 
 def add_arguments(p) -> None:
@@ -16,6 +17,12 @@ def add_arguments(p) -> None:
                    help="K/N: take runs K, K+N, K+2N, ... (K from 0), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     p.add_argument("--overwrite", **TRUE, help="redo runs that are done already (output.overwrite: true)")
     p.add_argument("--device", default=None, help="override the config's device: auto | cpu | cuda | cuda:N")
+    p.add_argument("--executor", default=None, choices=choices("", "executor"),
+                   help=f"where runs go {d(RunConfig, 'executor')}: local (this node) or ray (the actors of a Ray "
+                        "cluster; needs pip install \"tomopick[ray]\")")
+    p.add_argument("--ray-address", default=None,
+                   help="override ray.address: auto (the Ray cluster this node belongs to) | HOST:PORT | "
+                        "ray://HOST:PORT (default: start a local Ray instance)")
 
 
 def run(args) -> int:
@@ -24,6 +31,7 @@ def run(args) -> int:
     from pipeline.run import run_pipeline
 
     cfg = load_config(args.config, overrides={"shard": args.shard, "device": args.device,
-                                              "output": {"overwrite": args.overwrite}})
+                                              "output": {"overwrite": args.overwrite}, "executor": args.executor,
+                                              "ray": {"address": args.ray_address}})
     announce_compilation(cfg)
     return print_summary(run_pipeline(cfg))

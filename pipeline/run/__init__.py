@@ -2,8 +2,8 @@
 
 ``select`` (which runs, shards, done markers, objects), ``context`` (a worker's device, project and models),
 ``loop`` (read -> segment -> localize -> write for one worker, overlapped), ``outputs`` (what a run writes and
-how a failed one is undone), ``executors`` (in this process; one process per GPU), ``reports`` (throughput,
-manifest, parameter logs), ``job`` (the whole job: ``run_pipeline``).
+how a failed one is undone), ``executors`` (in this process; one process per GPU), ``ray_executor`` (the actors
+of a Ray cluster), ``reports`` (throughput, manifest, parameter logs), ``job`` (the whole job: ``run_pipeline``).
 """
 
 from pipeline.run.job import evaluate_runs, run_pipeline

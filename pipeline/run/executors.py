@@ -6,7 +6,8 @@
   parent watches the workers: one that dies fails the runs it held, loudly (their partial outputs removed),
   and with ``output.on_error: raise`` the job stops; an abort event stops every worker taking new runs.
 
-A cluster engine plugs in here as one more class with the same ``run`` (the Ray executor of issue 15).
+A cluster engine plugs in as one more class with the same ``run``: ``ray_executor.RayExecutor`` (a Ray cluster's
+actors, each with its own ``RunLoop``).
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     log.info("device %s (%s)", device.torch_device, device.reason)
     root = prepare_project(cfg)
     devices = workers or worker_devices(cfg, device)
+    on_ray = cfg.executor == "ray"
     # the job's own context validates models and labels before any work, also when workers do the runs
-    ctx = WorkerContext.open(cfg, device if len(devices) == 1 else resolve_device("cpu"), root=root)
+    ctx = WorkerContext.open(cfg, device if len(devices) == 1 and not on_ray else resolve_device("cpu"), root=root)
     run_ids, skipped_missing = select_runs(cfg, root)
 
     todo, records = [], []
@@ -93,22 +94,27 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="runs", unit="run", disable=None)
-        finished: list[RunRecord] = []
+        finished: dict[str, RunRecord] = {}
 
         def on_record(rec: RunRecord) -> None:
-            finished.append(rec)
+            finished[rec.run_id] = rec
             if bar is not None:
                 bar.update(1)
 
         try:
-            if len(devices) > 1 and len(todo) > 1:
+            if on_ray:
+                from pipeline.run.ray_executor import RayExecutor
+
+                ctx.ensemble = None  # the actors load their own
+                executor = RayExecutor(cfg, cleanup=outputs.remove_partial, root=root)
+            elif len(devices) > 1 and len(todo) > 1:
                 ctx.ensemble = None  # the workers load their own
                 executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
             else:
                 executor = LocalExecutor(ctx)
             records += executor.run(todo, on_record=on_record)
         except BaseException:
-            records += finished  # stopped (Ctrl-C, SIGTERM, a failed run): the runs that finished are reported
+            records += finished.values()  # interrupted or stopped: the runs that finished are reported
             raise
         finally:  # also on Ctrl-C / SIGTERM: what was done is reported
             if bar is not None:

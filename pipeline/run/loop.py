@@ -40,6 +40,8 @@ from pipeline.run.select import (
 log = logging.getLogger(__name__)
 
 _END = object()
+_WAITING = object()
+SETTLE_EVERY = 0.2  # seconds: while no next run is there, finished runs are reported this often
 
 
 class _Reader(threading.Thread):
@@ -106,8 +108,12 @@ class _Reader(threading.Thread):
         finally:
             self.out.put(_END)
 
-    def take(self):
-        item = self.out.get()
+    def take(self, timeout: float | None = None):
+        """The next run's (id, input, error, seconds), ``_END``, or ``_WAITING`` when none came within ``timeout``."""
+        try:
+            item = self.out.get(timeout=timeout)
+        except queue.Empty:
+            return _WAITING
         self.slots.release()
         return item
 
@@ -281,7 +287,12 @@ class RunLoop:
         reader.start()
         try:
             while not self.failure:
-                item = reader.take()
+                # a finished run is reported while the next one is awaited: an executor that hands out a run
+                # only when one is reported (Ray) would otherwise wait for ever
+                item = reader.take(timeout=SETTLE_EVERY)
+                if item is _WAITING:
+                    settle(block=False)
+                    continue
                 if item is _END:
                     if reader.error is not None:  # e.g. a read-only overlay: the job stops, naming the path
                         raise reader.error
