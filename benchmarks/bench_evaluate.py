@@ -116,7 +116,7 @@ def bench_math(n_runs: int, n_picks: int, seed: int) -> bool:
 
 def bench_io(n_runs: int, n_picks: int, seed: int) -> None:
     from pipeline import copick_io
-    from pipeline.evaluate import evaluate_project
+    from pipeline.evaluate_io import evaluate_project
     from pipeline.synthetic import copick_config_dict
 
     objects_cfg = [dict(name=n, label=i + 1, radius=r, weight=w) for i, (n, r, w) in enumerate(CZII)]

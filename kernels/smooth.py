@@ -38,23 +38,31 @@ def _reflect(j, n):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _bin_u16(bits, half, b, out):
-    """Mean of each b x b x b block of a float16 volume (given as its uint16 bits) into ``out`` (float32); blocks
-    past the volume's far faces read it reflected (SciPy's reflect), as ``reference.bin_mean`` does."""
-    nz, ny, nx = bits.shape
+def _bin_u16(bits, half, b, zi, yi, xi, out):
+    """Mean of each b x b x b block of a float16 volume (given as its uint16 bits) into ``out`` (float32).
+    ``zi, yi, xi``: the source index of each position on the padded grid (SciPy's reflect past the far faces,
+    as ``reference.bin_mean`` pads)."""
     oz, oy, ox = out.shape
     scale = np.float32(1.0 / (b * b * b))
     for z in prange(oz):
+        acc = np.zeros(ox, np.float32)
         for y in range(oy):
-            for x in range(ox):
-                acc = np.float32(0.0)
-                for dz in range(b):
-                    zz = _reflect(z * b + dz, nz)
-                    for dy in range(b):
-                        yy = _reflect(y * b + dy, ny)
+            acc[:] = 0.0
+            for dz in range(b):
+                plane = bits[zi[z * b + dz]]
+                for dy in range(b):
+                    line = plane[yi[y * b + dy]]
+                    for x in range(ox):
                         for dx in range(b):
-                            acc += half[bits[zz, yy, _reflect(x * b + dx, nx)]]
-                out[z, y, x] = acc * scale
+                            acc[x] += half[line[xi[x * b + dx]]]
+            for x in range(ox):
+                out[z, y, x] = acc[x] * scale
+
+
+def _reflected(n: int, length: int) -> np.ndarray:
+    """Indices 0..length-1 of an axis of n voxels, past its end reflected as SciPy's "reflect" (edge repeated)."""
+    j = np.arange(length) % (2 * n)
+    return np.where(j < n, j, 2 * n - 1 - j).astype(np.int64)
 
 
 def bin_mean(channel: np.ndarray, b: int) -> np.ndarray:
@@ -62,7 +70,8 @@ def bin_mean(channel: np.ndarray, b: int) -> np.ndarray:
     shape = tuple(-(-s // b) for s in channel.shape)
     if channel.dtype == np.float16:
         out = np.empty(shape, np.float32)
-        _bin_u16(np.ascontiguousarray(channel).view(np.uint16), _HALF, b, out)
+        zi, yi, xi = (_reflected(n, o * b) for n, o in zip(channel.shape, shape))
+        _bin_u16(np.ascontiguousarray(channel).view(np.uint16), _HALF, b, zi, yi, xi, out)
         return out
     channel = np.ascontiguousarray(channel, dtype=np.float32)
     if b == 1:

@@ -127,13 +127,20 @@ def _plain_runner(model, dev, precision):
     return run
 
 
-def _compat_logits(volume, runners, ensemble, transforms, settings, out_device, stats):
+def _compat_logits(volume, runners, ensemble, transforms, settings, out_device, stats, progress=None):
     """octopi's loops, verbatim in structure: models x transforms x MONAI windows, float32 sums."""
     acc_models = None
     dev = volume.device
+    total = tiling.monai_plan(tuple(volume.shape), ensemble.dim_in, settings.overlap).n_windows * len(transforms)
+    total *= len(runners)  # a rotated volume has as many windows: the count per axis is swapped, not changed
+    done = [0]
     for run in runners:
         def predictor(batch, run=run):
-            return run(batch.to(dev))
+            out = run(batch.to(dev))
+            if progress is not None:
+                done[0] += batch.shape[0]
+                progress(done[0], total)
+            return out
 
         acc = None
         for t in transforms:
@@ -199,11 +206,29 @@ def fast_plan(shape_zyx, ensemble, settings: SegmentConfig) -> tiling.TilePlan:
                             margin=settings.margin + 2 * border)
 
 
-def _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, stats, finish=None):
+def _counted(predictor, progress, total: int, per_window: int):
+    """``predictor`` that reports ``progress(done, total)`` network windows as each batch of windows comes back."""
+    if progress is None:
+        return predictor
+    done = [0]
+    progress(0, total)
+
+    def counted(batch):
+        out = predictor(batch)
+        done[0] += batch.shape[0] * per_window
+        progress(done[0], total)
+        return out
+
+    return counted
+
+
+def _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, stats, finish=None, progress=None):
     plan = fast_plan(volume.shape, ensemble, settings)
     weights = tiling.window_weights(plan, settings.blend, sigma_scale=settings.sigma_scale,
                                     border=border_voxels(ensemble, settings), device=volume.device)
-    predictor = _fast_predictor(runners, transforms, max_batch=settings.window_batch)
+    per_window = len(transforms) * len(runners)
+    predictor = _counted(_fast_predictor(runners, transforms, max_batch=settings.window_batch), progress,
+                         plan.n_windows * per_window, per_window)
     positions = max(1, settings.window_batch // len(transforms))
     channels_last = runtimes.uses_channels_last(stats["runtime"], volume.device)
     n = plan.n_windows * len(transforms) * len(runners)
@@ -233,7 +258,8 @@ def _with_host_fallback(dev, volume, settings, ensemble, work):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def compute_logits(volume_zyx, ensemble, settings: SegmentConfig, *, device: str) -> tuple[torch.Tensor, dict]:
+def compute_logits(volume_zyx, ensemble, settings: SegmentConfig, *, device: str,
+                   progress=None) -> tuple[torch.Tensor, dict]:
     """Averaged logits (classes, z, y, x) float32 on the device (or the host after a CUDA OOM) and run stats.
 
     The whole-volume result, for tests and benchmarks; ``segment_volume`` streams fast mode in z-bands instead.
@@ -246,25 +272,27 @@ def compute_logits(volume_zyx, ensemble, settings: SegmentConfig, *, device: str
         def work(out_device, attempt):
             s = dict(stats, host_stitching=attempt > 0)
             if settings.mode == "compat":
-                return _compat_logits(volume, runners, ensemble, transforms, settings, out_device, s), s
-            return _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, s), s
+                return _compat_logits(volume, runners, ensemble, transforms, settings, out_device, s, progress), s
+            return _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, s,
+                                progress=progress), s
 
         return _with_host_fallback(dev, volume, settings, ensemble, work)
 
 
 def segment_volume(volume_zyx, ensemble, settings: SegmentConfig, *, device: str,
-                   return_probabilities: bool = False) -> SegmentResult:
+                   return_probabilities: bool = False, progress=None) -> SegmentResult:
     """Segment one tomogram (z, y, x) with an ``Ensemble`` from ``pipeline.models.load_ensemble``.
 
     ``settings``: mode, ntta, tiling, precision and runtime (``pipeline.config.SegmentConfig``; its defaults are
     the only ones). In fast mode ``max(1, window_batch // ntta)`` window positions are taken at a time, their
     ``ntta`` transformed copies going through the network at most ``window_batch`` per forward pass.
-    Returns the uint8 label map on ``device`` (and the class probabilities when asked); ``stats`` records what
-    ran, including the precision chosen and why (``precision``, ``precision_reason``).
+    Returns the uint8 label map on ``device`` (and the class probabilities when asked: float16 in fast mode,
+    float32 in compat); ``stats`` records what ran, including the precision chosen and why (``precision``,
+    ``precision_reason``). ``progress(done, total)`` is called as network windows come back.
     """
     t0 = time.perf_counter()
     if settings.mode == "compat":
-        logits, stats = compute_logits(volume_zyx, ensemble, settings, device=device)
+        logits, stats = compute_logits(volume_zyx, ensemble, settings, device=device, progress=progress)
         return _compat_labels(logits, stats, t0, return_probabilities)
     dev, runners, stats = _setup(ensemble, settings, device)
     transforms = tta_transforms(settings.ntta)
@@ -275,18 +303,20 @@ def segment_volume(volume_zyx, ensemble, settings: SegmentConfig, *, device: str
             s = dict(stats, host_stitching=attempt > 0)
             label_map = torch.empty(volume.shape, dtype=torch.uint8, device=out_device)
             probabilities = None
-            if return_probabilities:
-                probabilities = torch.empty((ensemble.num_classes, *volume.shape), dtype=torch.float32,
+            if return_probabilities:  # float16: half the memory; the labels come from the float32 band
+                probabilities = torch.empty((ensemble.num_classes, *volume.shape), dtype=torch.float16,
                                             device=out_device)
 
             def finish(z0, z1, logits):  # a finished z-band of averaged logits
                 if probabilities is not None:
-                    probabilities[:, z0:z1] = torch.softmax(logits, dim=0)
-                    label_map[z0:z1] = torch.argmax(probabilities[:, z0:z1], dim=0)
+                    band = torch.softmax(logits, dim=0)
+                    label_map[z0:z1] = torch.argmax(band, dim=0)
+                    probabilities[:, z0:z1] = band
                 else:
                     label_map[z0:z1] = torch.argmax(logits, dim=0)
 
-            _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, s, finish=finish)
+            _fast_stitch(volume, runners, ensemble, transforms, settings, out_device, s, finish=finish,
+                         progress=progress)
             return label_map, probabilities, s
 
         label_map, probabilities, stats = _with_host_fallback(dev, volume, settings, ensemble, work)

@@ -21,9 +21,13 @@ from pipeline.localize.common import Candidates, Task, finalize, per_class, size
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
-SMOOTHINGS = (0.15, 0.25, 0.35, 0.5)
-WINDOWS = (0.75, 1.0, 1.5, 2.0)
+# A grid around the defaults, and a class leaves the settings given only for a clear gain on the runs tuned on:
+# on the validation project (3 runs) a wider grid and any gain fitted those runs (leave-one-run-out below the
+# defaults'; benchmarks/RESULTS.md)
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(3, 10))  # 0.15 .. 0.45
+SMOOTHINGS = (0.15, 0.25, 0.35)
+WINDOWS = (0.75, 1.0, 1.5)
+MIN_GAIN = 0.01  # F-beta a class must gain over the settings given to take other ones
 
 
 @dataclass
@@ -98,15 +102,20 @@ def _table(runs, objects, voxel_size, settings, grid, metric, beta, scale):
     return out
 
 
-def _best(table: dict, runs_idx, beta: float):
-    """(key, Counts, F-beta) of the best grid point over the runs ``runs_idx`` (ties: the first in grid order)."""
+def _best(table: dict, runs_idx, beta: float, given):
+    """(key, Counts, F-beta) of the best grid point over the runs ``runs_idx`` (ties: the first in grid order);
+    the settings given (``given``) unless the best beats them by ``MIN_GAIN``."""
+    def scored(key):
+        counts = sum((table[key][i] for i in runs_idx), Counts(0, 0, 0))
+        return key, counts, object_fbeta(counts, beta)[2]
+
     best = None
-    for key, per_run in table.items():
-        counts = sum((per_run[i] for i in runs_idx), Counts(0, 0, 0))
-        f = object_fbeta(counts, beta)[2]
-        if best is None or f > best[2] + 1e-12:
-            best = (key, counts, f)
-    return best
+    for key in table:
+        candidate = scored(key)
+        if best is None or candidate[2] > best[2] + 1e-12:
+            best = candidate
+    kept = scored(given)
+    return best if best[2] >= kept[2] + MIN_GAIN else kept
 
 
 def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: str, beta: float,
@@ -123,12 +132,12 @@ def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: s
     weights = {o.name: o.weight for o in objects}
     everyone = range(len(runs))
     before, after = {}, {}
+    given = {o.name: (per_class(settings.smoothing, o.name), per_class(settings.peak_window, o.name),
+                      per_class(settings.thresholds, o.name)) for o in objects}
     for obj in objects:
-        key = (per_class(settings.smoothing, obj.name), per_class(settings.peak_window, obj.name),
-               per_class(settings.thresholds, obj.name))
-        counts = sum(tables[obj.name][key], Counts(0, 0, 0))
+        counts = sum(tables[obj.name][given[obj.name]], Counts(0, 0, 0))
         before[obj.name] = (counts, object_fbeta(counts, beta)[2])
-        (s, w, t), counts, f = _best(tables[obj.name], everyone, beta)
+        (s, w, t), counts, f = _best(tables[obj.name], everyone, beta, given[obj.name])
         after[obj.name] = ClassChoice(obj.name, s, w, t, counts, f)
     result = TuneResult(before, after, _weighted({n: v[1] for n, v in before.items()}, weights),
                         _weighted({n: c.fbeta for n, c in after.items()}, weights))
@@ -137,7 +146,7 @@ def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: s
         for obj in objects:
             held = Counts(0, 0, 0)
             for i in everyone:
-                key, _, _ = _best(tables[obj.name], [j for j in everyone if j != i], beta)
+                key, _, _ = _best(tables[obj.name], [j for j in everyone if j != i], beta, given[obj.name])
                 held = held + tables[obj.name][key][i]
             loo[obj.name] = object_fbeta(held, beta)[2]
         result.leave_one_out_per_class = loo

@@ -146,7 +146,7 @@ def test_ray_asked_for_without_ray_names_the_extra(files, monkeypatch):
         load_config(write(files, base(executor="ray")))
     assert load_config(write(files, base())).executor == "local"  # local needs no Ray
 
-    from pipeline.run.ray_executor import import_ray
+    from pipeline.run.ray_connect import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # an import of ray now fails
     with pytest.raises(ConfigError, match=r"pip install \"tomopick\[ray\]\""):

@@ -52,7 +52,7 @@ def test_driver_end_to_end_reports_and_resume(synth_project, tmp_path, monkeypat
     # the picks hit real particles, and the driver's score is what evaluating the written picks gives
     assert result.evaluation is not None
     assert sum(c.tp for c in result.evaluation.aggregated.values()) > 0
-    from pipeline.evaluate import evaluate_project
+    from pipeline.evaluate_io import evaluate_project
 
     rescored = evaluate_project(
         copick_io.open_project(synth_project), result.evaluation.objects, ["TS_7_0", "TS_7_1"],
@@ -333,3 +333,30 @@ def test_the_loop_reports_a_run_while_it_waits_for_the_next(synth_project, tmp_p
     loop = RunLoop(WorkerContext.open(cfg, "cpu"), on_record=on_record)
     assert [(r.run_id, r.status) for r in loop.run(runs())] == [("TS_7_0", "done"), ("TS_7_1", "done")]
     assert [r.run_id for r in records] == ["TS_7_0", "TS_7_1"]
+
+
+def _worker_terminated_on_ts_7_1(config_doc, source, device_spec, worker, log_level, tasks, events, abort):
+    """A worker that gets SIGTERM (as SLURM sends it to every process of a step) as it takes run TS_7_1."""
+    import os
+    import signal
+
+    from pipeline.run.executors import _worker_main
+
+    class Events:
+        def put(self, message):
+            events.put(message)
+            if message[0] == "start" and message[2] == "TS_7_1":
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    _worker_main(config_doc, source, device_spec, worker, log_level, tasks, Events(), abort)
+
+
+def test_a_worker_stopped_by_sigterm_stops_the_job_like_sigterm(synth_project, tmp_path):
+    """The signal a worker got reaches the job: Terminated (exit 143 in the CLI), not a failed run (exit 1)."""
+    from pipeline.errors import Terminated
+    from pipeline.run.executors import ProcessExecutor
+
+    cfg = make_cfg(synth_project, tmp_path, evaluate=None, output={"on_error": "skip"})
+    with pytest.raises(Terminated) as stopped:
+        ProcessExecutor(cfg, ["cpu", "cpu"], target=_worker_terminated_on_ts_7_1).run(["TS_7_0", "TS_7_1"])
+    assert stopped.value.signum == 15

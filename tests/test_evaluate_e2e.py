@@ -12,7 +12,8 @@ import yaml
 
 from pipeline import copick_io, synthetic
 from pipeline.cli import main
-from pipeline.evaluate import Counts, evaluate_project, object_fbeta
+from pipeline.evaluate import Counts, object_fbeta
+from pipeline.evaluate_io import evaluate_project
 
 VOXEL_SIZE = 10.0
 GT = ("data-portal", "0")

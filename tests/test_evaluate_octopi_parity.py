@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from pipeline import copick_io, synthetic
-from pipeline.evaluate import evaluate_project
+from pipeline.evaluate_io import evaluate_project
 from pipeline.evaluate_report import write_reports
 
 pytestmark = pytest.mark.requires("octopi")

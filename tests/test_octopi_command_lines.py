@@ -216,7 +216,7 @@ def test_localize_line(line_no, seg_line, uri, user, session, workdir, monkeypat
     (11, "scores", "expert", None), (17, "evaluation_results.yaml", "data-portal", "0"),
 ])
 def test_evaluate_line(line_no, out_dir, gt_user, gt_session, workdir, monkeypatch):
-    from pipeline.evaluate import evaluate_project
+    from pipeline.evaluate_io import evaluate_project
     from pipeline.evaluate_report import metrics_document
 
     work, _ = workdir

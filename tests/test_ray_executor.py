@@ -251,7 +251,7 @@ def test_reach_check_names_the_node_and_the_path(template, tmp_path):
 
 def test_an_address_where_nothing_listens_fails_at_once():
     from pipeline.errors import ConfigError
-    from pipeline.run.ray_executor import _check_listening
+    from pipeline.run.ray_connect import _check_listening
 
     with pytest.raises(ConfigError, match=r"ray.address '127.0.0.1:1': cannot reach a Ray head there"):
         _check_listening("127.0.0.1:1", timeout=5)

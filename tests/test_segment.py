@@ -224,8 +224,13 @@ def test_fast_mode_outputs_and_fewer_windows():
     assert fast.label_map.device.type == "cpu"
     p = fast.probabilities
     assert p.shape == (3, 18, 36, 30)
-    torch.testing.assert_close(p.sum(0), torch.ones(18, 36, 30))
-    assert torch.equal(torch.argmax(p, 0).to(torch.uint8), fast.label_map)
+    assert p.dtype == torch.float16  # fast mode keeps probabilities in half the memory
+    torch.testing.assert_close(p.float().sum(0), torch.ones(18, 36, 30), atol=3e-3, rtol=0)
+    # the labels are the argmax of the float32 probabilities; the float16 copy can only disagree at near-ties
+    disagree = torch.argmax(p, 0).to(torch.uint8) != fast.label_map
+    top2 = torch.topk(p.float(), 2, dim=0).values
+    assert disagree.float().mean() < 0.01
+    assert torch.all((top2[0] - top2[1])[disagree] <= 2e-3)
     assert fast.stats["network_voxels"] < compat.stats["network_voxels"]
     assert compat.probabilities is None
     assert compat.stats["precision"] == "fp32" and "compat" in compat.stats["precision_reason"]
@@ -243,9 +248,12 @@ def test_streamed_label_map_equals_whole_volume_stitching(border_scale, return_p
     got = segment_volume(vol, ens, settings, device=CPU, return_probabilities=return_probabilities)
     if not return_probabilities:  # the same sums in the same order: identical labels
         assert torch.equal(got.label_map, torch.argmax(logits, 0).to(torch.uint8)), f"seed {seed}"
-    else:  # softmax of a band may round differently from softmax of the whole (another memory layout)
-        torch.testing.assert_close(got.probabilities, torch.softmax(logits, 0), rtol=0, atol=1e-6)
-        assert torch.equal(got.label_map, torch.argmax(got.probabilities, 0).to(torch.uint8)), f"seed {seed}"
+    else:  # float16 probabilities of the band's float32 softmax; the labels come from the float32 ones
+        whole = torch.softmax(logits, 0)
+        torch.testing.assert_close(got.probabilities, whole.half(), rtol=0, atol=1e-3)
+        top2 = torch.topk(whole, 2, dim=0).values
+        differ = got.label_map != torch.argmax(whole, 0).to(torch.uint8)
+        assert torch.all((top2[0] - top2[1])[differ] <= 1e-6), f"seed {seed}"  # only float32 rounding ties
 
 
 def test_precision_auto_and_its_reason(monkeypatch):

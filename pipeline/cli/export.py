@@ -52,7 +52,8 @@ def run(args) -> int:
 
     from pipeline import atomic, copick_io, formats
     from pipeline.cli.common import list_arg
-    from pipeline.config import RunConfig, build, check_copick_id, default
+    from pipeline.config import RunConfig, build, default
+    from pipeline.config_checks import check_copick_id
     from pipeline.errors import ConfigError, RunError
     from pipeline.objects import select_objects
     from pipeline.selectors import resolve_tomo

@@ -68,7 +68,8 @@ def run(args) -> int:
 
     from pipeline import copick_io, formats
     from pipeline.cli.common import list_arg
-    from pipeline.config import check_copick_id, default
+    from pipeline.config import default
+    from pipeline.config_checks import check_copick_id
     from pipeline.errors import ConfigError
 
     log = logging.getLogger("tomopick.import")

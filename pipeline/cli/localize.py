@@ -37,7 +37,7 @@ def add_arguments(p) -> None:
                         "segment --save-probabilities FOLDER`) instead of a segmentation")
     p.add_argument("--threshold", default=None, metavar="T | NAME=T,...",
                    help="peaks: lowest peak probability kept, one value or per object, e.g. 0.3 or "
-                        f"default=0.3,ribosome=0.4 (default {default(LocalizeConfig, 'thresholds')['default']:g})")
+                        f"default=0.25,ribosome=0.4 (default {default(LocalizeConfig, 'thresholds')['default']:g})")
     p.add_argument("--smoothing", default=None, metavar="S | NAME=S,...",
                    help="peaks: Gaussian sigma in units of the object's radius, one value or per object "
                         f"(default {default(LocalizeConfig, 'smoothing')['default']:g})")

@@ -109,7 +109,7 @@ def _backend_module(name: str):
 
 
 def localize(volume, objects, voxel_size: float, settings=None, *, backend: str = "auto", ops=None,
-             **overrides) -> dict[str, Picks]:
+             progress=None, **overrides) -> dict[str, Picks]:
     """Particle centres of each object in one volume: ``{object name: Picks}`` (every object present).
 
     ``volume``: a (z, y, x) integer label map of class ids, or (classes, z, y, x) class probabilities; a numpy
@@ -120,7 +120,7 @@ def localize(volume, objects, voxel_size: float, settings=None, *, backend: str 
     bound the region sizes (``4/3 pi r^3``) and ``r_min`` is the merge distance. ``backend``: ``auto`` (gpu
     when the volume is on a CUDA device and CuPy imports, else cpu), ``reference``, ``cpu`` or ``gpu``;
     ``ops``: the gpu backend's array operations (tests run its logic on the host with ``gpu.host_ops()``).
-    Scores: see ``Picks``.
+    ``progress(done, total)``: called as each object class is finished. Scores: see ``Picks``.
     """
     from pipeline.config import LocalizeConfig
 
@@ -154,7 +154,7 @@ def localize(volume, objects, voxel_size: float, settings=None, *, backend: str 
     elif method.needs == PROBABILITIES and not isinstance(volume, np.ndarray):
         volume = volume.detach().cpu().numpy() if hasattr(volume, "detach") else np.asarray(volume)
     shape = tuple(int(s) for s in volume.shape[-3:])
-    found = _backend_module(chosen).candidates_all(volume, tasks, method, settings, ops=ops)
+    found = _backend_module(chosen).candidates_all(volume, tasks, method, settings, ops=ops, progress=progress)
     picks = {t.name: finalize(found[t.name].centers_zyx_vox, found[t.name].sizes, shape, t.window, method.score)
              for t in tasks}
     log.debug(

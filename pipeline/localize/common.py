@@ -180,6 +180,12 @@ def finalize(centers_zyx_vox: np.ndarray, values: np.ndarray, shape_zyx, window:
     return Picks(np.ascontiguousarray(centers[keep]), np.asarray(scores, np.float64))
 
 
+def report(progress, done: int, total: int) -> None:
+    """A backend's progress callback, when it has one."""
+    if progress is not None:
+        progress(done, total)
+
+
 def per_class(mapping: dict, name: str) -> float:
     """A per-class setting (``{"default": 0.3, "ribosome": 0.4}``): the object's own value, else the default."""
     return float(mapping.get(name, mapping["default"]))

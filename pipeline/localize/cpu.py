@@ -28,6 +28,7 @@ from pipeline.localize.common import (
     neighbour_values,
     peak_parameters,
     refine_peaks,
+    report,
 )
 from pipeline.localize.methods import PROBABILITIES, Method, backend_function
 
@@ -119,13 +120,18 @@ def candidates_peaks(probabilities: np.ndarray, task: Task, settings) -> Candida
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
 
 
-def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None) -> dict[str, Candidates]:
+def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None,
+                   progress=None) -> dict[str, Candidates]:
     """``tasks``: Task(name, label, window) -> {name: Candidates}; classes spread over ``settings.n_procs``
     threads. ``volume``: a host uint8 label map (z, y, x), or (classes, z, y, x) probabilities for ``peaks``.
-    ``ops`` is the gpu backend's; unused here."""
+    ``ops`` is the gpu backend's; unused here. ``progress(done, total)`` as each class is finished."""
     find = backend_function(_CANDIDATES, method, "cpu")
+    found: dict[str, Candidates] = {}
     if method.needs == PROBABILITIES:  # one class at a time: its kernels use every core
-        return {task.name: find(volume, task, settings) for task in tasks}
+        for task in tasks:
+            found[task.name] = find(volume, task, settings)
+            report(progress, len(found), len(tasks))
+        return found
     shape = volume.shape
     components = scan(volume, [t.label for t in tasks])
     comp_value, comp_start = components[0], components[1]
@@ -137,7 +143,8 @@ def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None
     # biggest classes first, so the last one to finish is a small one
     ordered = sorted(tasks, key=lambda t: -sizes[t.label])
     workers = max(1, min(int(settings.n_procs), len(ordered)))
-    if workers == 1:
-        return dict(one(t) for t in ordered)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localize") as pool:
-        return dict(pool.map(one, ordered))
+        for name, cands in pool.map(one, ordered):  # in order, as each class is finished
+            found[name] = cands
+            report(progress, len(found), len(tasks))
+    return found

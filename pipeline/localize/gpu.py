@@ -33,6 +33,7 @@ from pipeline.localize.common import (
     Task,
     peak_parameters,
     refine_peaks,
+    report,
 )
 from pipeline.localize.methods import LABELS, Method, backend_function
 
@@ -299,7 +300,8 @@ def _bin_mean(channel, b: int, xp):
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
 
 
-def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | None = None) -> dict[str, Candidates]:
+def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | None = None,
+                   progress=None) -> dict[str, Candidates]:
     """``tasks``: Task(name, label, window) -> {name: Candidates}, classes one after another on the device.
 
     ``volume``: a uint8 label map (z, y, x) as a CUDA torch tensor or CuPy array (a host array is uploaded
@@ -316,6 +318,7 @@ def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | Non
         for task in tasks:
             try:
                 found[task.name] = find(device_map, task, settings, ops)
+                report(progress, len(found), len(tasks))
                 continue
             except oom:
                 log.warning("localize: GPU out of memory on %s; finishing it on the CPU", task.name)
@@ -326,6 +329,7 @@ def candidates_all(volume, tasks, method: Method, settings, ops: DeviceOps | Non
 
             host = ops.to_host(device_map) if host is None else host
             found.update(cpu.candidates_all(host, [task], method, settings))
+            report(progress, len(found), len(tasks))
         del device_map
         ops.release()  # the pool's blocks back to the driver: torch segments the next tomogram in them
     return found

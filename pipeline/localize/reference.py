@@ -28,6 +28,7 @@ from pipeline.localize.common import (
     neighbour_values,
     peak_parameters,
     refine_peaks,
+    report,
 )
 from pipeline.localize.methods import Method, backend_function
 
@@ -113,9 +114,14 @@ def candidates_peaks(probabilities: np.ndarray, task: Task, settings) -> Candida
 _CANDIDATES = {"watershed": candidates_watershed, "com": candidates_com, "peaks": candidates_peaks}
 
 
-def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None) -> dict[str, Candidates]:
+def candidates_all(volume: np.ndarray, tasks, method: Method, settings, ops=None,
+                   progress=None) -> dict[str, Candidates]:
     """``tasks``: Task(name, label, window) -> {name: Candidates}, one class after another on whole-volume
     arrays. ``volume``: a host uint8 label map (z, y, x), or (classes, z, y, x) probabilities for ``peaks``.
-    ``ops`` is the gpu backend's; unused here."""
+    ``ops`` is the gpu backend's; unused here. ``progress(done, total)`` as each class is finished."""
     find = backend_function(_CANDIDATES, method, "reference")
-    return {t.name: find(volume, t, settings) for t in tasks}
+    found = {}
+    for t in tasks:
+        found[t.name] = find(volume, t, settings)
+        report(progress, len(found), len(tasks))
+    return found

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from pipeline.config import RunConfig, config_to_dict
-from pipeline.errors import RunFailed
+from pipeline.errors import RunFailed, Terminated
 from pipeline.run.context import WorkerContext
 from pipeline.run.loop import RunLoop
 from pipeline.run.reports import FAILED, RunRecord
@@ -70,6 +70,10 @@ def _worker_main(config_doc: dict, source: str, device_spec: str, worker: str, l
         loop.run(handed_out())
     except RunFailed as exc:
         events.put(("fatal", worker, str(exc)))
+    except Terminated as exc:  # SIGTERM/SIGUSR1 here: the parent stops the job the same way (exit 128 + N)
+        events.put(("signal", worker, exc.signum))
+    except OSError as exc:  # e.g. an overlay that became unwritable: the parent exits 74 naming the path
+        events.put(("oserror", worker, (exc.errno, exc.strerror or str(exc), exc.filename)))
     except BaseException as exc:  # noqa: BLE001 - Ctrl-C or a bug: the parent reports it
         events.put(("fatal", worker, f"{type(exc).__name__}: {exc}"))
     finally:
@@ -105,6 +109,7 @@ class ProcessExecutor:
         records: dict[str, RunRecord] = {}
         held: dict[str, list[str]] = {name: [] for name in procs}
         fatal: list[str] = []
+        stopped: list[BaseException] = []  # a worker's signal or OS error, raised here once all have settled
         exited: set[str] = set()
 
         def record(rec: RunRecord) -> None:
@@ -123,6 +128,12 @@ class ProcessExecutor:
             elif kind == "fatal":
                 log.error("worker %s: %s", worker, payload)
                 fatal.append(f"worker {worker}: {payload}")
+                abort.set()
+            elif kind == "signal":
+                stopped.append(Terminated(payload))
+                abort.set()
+            elif kind == "oserror":
+                stopped.append(OSError(*payload))
                 abort.set()
             elif kind == "exit":
                 exited.add(worker)
@@ -160,6 +171,8 @@ class ProcessExecutor:
                     record(RunRecord(run_id, FAILED, error=f"WorkerDied: {why}"))
                     if self.cleanup is not None and run_id not in queued:
                         self.cleanup(run_id)
+        if stopped:
+            raise stopped[0]
         if fatal:
             raise RunFailed("; ".join(fatal))
         order = {r: i for i, r in enumerate(run_ids)}

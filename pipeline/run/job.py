@@ -176,7 +176,7 @@ def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_
     """Score the picks ``localize.pick_user_id/pick_session_id`` of ``run_ids`` (None: every run) against the
     ground truth of ``cfg.evaluate``; write the reports to ``evaluate.save_path`` (relative to ``out_dir``, or
     the working directory without one). Returns (EvaluationResult, table, paths written)."""
-    from pipeline.evaluate import evaluate_project
+    from pipeline.evaluate_io import evaluate_project
     from pipeline.evaluate_report import format_table, write_reports
     from pipeline.objects import select_objects
 

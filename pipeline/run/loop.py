@@ -154,6 +154,7 @@ class RunLoop:
         self.ctx, self.cfg, self.worker = ctx, ctx.cfg, worker
         self.abort = abort if abort is not None else threading.Event()
         self.on_start, self.on_record = on_start, on_record
+        self.bars = None if not worker else False  # worker processes and actors log progress, never draw bars
         self.outputs = RunOutputs(ctx.root, ctx.cfg, ctx.objects)
         self.claims = Claims(ctx.root, self.outputs.key)
         self.records: dict[str, RunRecord] = {}
@@ -184,8 +185,12 @@ class RunLoop:
 
         s, device, ensemble = self.cfg.segment, self.ctx.device, self.ctx.ensemble
         t0 = time.perf_counter()
-        result = segment_volume(volume, ensemble, s, device=device.torch_device,
-                                return_probabilities=bool(s.save_probabilities) or needs_probabilities(self.cfg))
+        from pipeline.progress import Progress
+
+        with Progress(f"run {run_id}: segment", unit="window", bar=self.bars) as bar:
+            result = segment_volume(volume, ensemble, s, device=device.torch_device,
+                                    return_probabilities=bool(s.save_probabilities) or needs_probabilities(self.cfg),
+                                    progress=bar.update_to)
         if device.is_cuda:
             import torch
 
@@ -210,7 +215,12 @@ class RunLoop:
         if self.cfg.has("localize"):
             t0 = time.perf_counter()
             volume = probabilities if needs_probabilities(self.cfg) else label_map
-            picks = localize(volume, self.ctx.objects, self.cfg.voxel_size, self.cfg.localize, backend=backend)
+            from pipeline.progress import Progress
+
+            with Progress(f"run {run_id}: localize", total=len(self.ctx.objects), unit="class",
+                          bar=False) as bar:  # in the background: log lines, never a second bar
+                picks = localize(volume, self.ctx.objects, self.cfg.voxel_size, self.cfg.localize, backend=backend,
+                                 progress=bar.update_to)
             rec.seconds["localize"] = time.perf_counter() - t0
             rec.picks = {name: len(p) for name, p in picks.items()}
         host_map = None

@@ -25,15 +25,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.config import RAY_INSTALL, RunConfig, config_to_dict
-from pipeline.errors import ConfigError, ProjectError, RunFailed
+from pipeline.config import RunConfig, config_to_dict
+from pipeline.errors import ProjectError, RunFailed
 from pipeline.run.ray_actor import RunActor
+from pipeline.run.ray_connect import _first_lines, connect, import_ray, plan_actors
 from pipeline.run.reports import DONE, FAILED, RunRecord
 
 log = logging.getLogger(__name__)
@@ -43,77 +43,6 @@ SETTLE_SECONDS = 300.0  # once stopped: how long the runs in flight may take to 
 NO_ACTOR_SECONDS = 900.0  # no actor ready for this long (none placed, or all restarting): the job stops
 UNREACHABLE_TRIES = 120  # polls in a row that find an actor unavailable before it counts as dead
 CHATTY_LOGGERS = ("numba", "fsspec", "asyncio", "matplotlib", "PIL", "h5py")  # as pipeline.cli.common sets them
-
-
-def _first_lines(exc, n: int = 3, width: int = 300) -> str:
-    text = " ".join(line.strip() for line in str(exc).splitlines()[:n] if line.strip())
-    return text[:width]
-
-
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"executor: ray needs Ray, which is not installed here; install it with {RAY_INSTALL}, "
-                          "or use executor: local") from None
-    return ray
-
-
-def connect(ray, address: str | None) -> bool:
-    """Connect to (or start) Ray; True when this call did, so the caller shuts it down again."""
-    import signal
-
-    if ray.is_initialized():
-        log.info("Ray is connected already in this process; its cluster is used (ray.address is not looked at)")
-        return False
-    # ray.init installs its own SIGTERM handler: keep ours (Terminated: stop cleanly and write the report)
-    main = threading.current_thread() is threading.main_thread()
-    sigterm = signal.getsignal(signal.SIGTERM) if main else None
-    try:
-        if address in (None, "local"):
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            if address != "auto":
-                _check_listening(address)
-            ray.init(address=address, logging_level=logging.WARNING)
-    except ConnectionError as exc:
-        raise ConfigError(f"ray.address {address!r}: no Ray cluster found there ({exc}); start one (ray start "
-                          "--head, see the README) or leave ray.address null for a local one") from None
-    finally:
-        if main and sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
-    log.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
-    return True
-
-
-def _check_listening(address: str, timeout: float = 10.0) -> None:
-    """Fail at once, with the reason, where nothing listens at HOST:PORT (ray.init would retry for minutes)."""
-    import socket
-
-    host, port = address.removeprefix("ray://").rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"ray.address {address!r}: cannot reach a Ray head there ({exc}); check the host and port "
-                          "(ray start --head prints them), or use auto on a node of the cluster") from None
-
-
-def plan_actors(ray, cfg: RunConfig, n_runs: int) -> tuple[int, dict, str, int]:
-    """(number of actors, their Ray resources, their device, their torch threads) for this cluster."""
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    spec = (cfg.device or "auto").lower()
-    if spec != "cpu" and gpus:
-        return min(gpus, n_runs), {"num_gpus": 1, "num_cpus": 1}, "cuda", 1
-    if spec.startswith("cuda"):
-        raise ConfigError(f"{cfg.source}: device is {cfg.device!r}, but the Ray cluster has no GPU; use device: auto "
-                          "(GPUs where the cluster has them) or cpu")
-    per = cfg.ray.cpus_per_actor
-    if cpus < per:
-        raise ConfigError(f"{cfg.source}: the Ray cluster has {cpus} CPU(s), fewer than ray.cpus_per_actor ({per}); "
-                          "lower ray.cpus_per_actor or add nodes")
-    return min(cpus // per, n_runs), {"num_cpus": per}, "cpu", per
 
 
 @dataclass

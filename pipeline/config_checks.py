@@ -1,0 +1,170 @@
+"""Validation of a run config's values (each message names the source, the key, the value and what to do); the
+schema, defaults and choices themselves are in ``pipeline/config.py``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import (
+    MAX_NTTA,
+    STAGES,
+    EvaluateConfig,
+    LocalizeConfig,
+    RunConfig,
+    SegmentConfig,
+    _resolve,
+    default,
+)
+from pipeline.errors import ConfigError, SelectorError
+from pipeline.selectors import parse_run_ids, parse_seg_info
+
+
+def check_copick_id(value: str, where: str, source: str) -> None:
+    """A user or session id tomopick writes under: copick names files ``{user}_{session}_{object}.json`` and
+    splits them on ``_`` when it lists them, so an id with ``_`` would be stored under one name and found under
+    another (evaluation would then find nothing, and every rerun would redo every run)."""
+    if "_" in str(value):
+        raise ConfigError(f"{source}: {where} {value!r} contains '_', which copick uses to separate user, session "
+                          f"and object in its file names; use e.g. {str(value).replace('_', '-')!r}")
+    if not str(value).strip():
+        raise ConfigError(f"{source}: {where} is empty; give a copick user / session id")
+
+
+def _check_segment(s: SegmentConfig, source: str) -> None:
+    if not 1 <= s.ntta <= MAX_NTTA:
+        raise ConfigError(f"{source}: 'segment.ntta' should be 1..{MAX_NTTA} (octopi's test-time transforms), "
+                          f"got {s.ntta}")
+    if not 0 <= s.overlap < 1:
+        raise ConfigError(f"{source}: 'segment.overlap' should be in [0, 1), got {s.overlap}")
+    if s.window_batch < 1:
+        raise ConfigError(f"{source}: 'segment.window_batch' should be >= 1, got {s.window_batch}")
+    if s.margin < 0:
+        raise ConfigError(f"{source}: 'segment.margin' should be >= 0 voxels, got {s.margin}")
+    if not 0 <= s.border_scale < 0.5:
+        raise ConfigError(f"{source}: 'segment.border_scale' should be in [0, 0.5) (a fraction of the model's "
+                          f"dim_in), got {s.border_scale}")
+    if not s.sigma_scale > 0:
+        raise ConfigError(f"{source}: 'segment.sigma_scale' should be > 0, got {s.sigma_scale}")
+    if not s.window_scale >= 1:
+        raise ConfigError(f"{source}: 'segment.window_scale' should be >= 1 (a multiple of the model's dim_in), "
+                          f"got {s.window_scale}")
+    if s.write_segmentation is not None:
+        try:
+            seg = parse_seg_info(s.write_segmentation)
+        except SelectorError as exc:
+            raise ConfigError(f"{source}: 'segment.write_segmentation': {exc}") from None
+        check_copick_id(seg.user_id, "the user id of 'segment.write_segmentation'", source)
+        check_copick_id(seg.session_id, "the session id of 'segment.write_segmentation'", source)
+
+
+def _check_localize(loc: LocalizeConfig, source: str) -> None:
+    if loc.n_procs < 1:
+        raise ConfigError(f"{source}: 'localize.n_procs' should be >= 1, got {loc.n_procs}")
+    if loc.label is not None and not 1 <= loc.label <= 255:
+        raise ConfigError(f"{source}: 'localize.label' should be a label value 1..255 of the segmentation, got "
+                          f"{loc.label}")
+    if loc.filter_size < 1:
+        raise ConfigError(f"{source}: 'localize.filter_size' should be >= 1, got {loc.filter_size}")
+    if not 0 <= loc.radius_min_scale <= loc.radius_max_scale:
+        raise ConfigError(
+            f"{source}: need 0 <= 'localize.radius_min_scale' <= 'localize.radius_max_scale', got "
+            f"{loc.radius_min_scale} and {loc.radius_max_scale}"
+        )
+    for key in ("pick_user_id", "pick_session_id"):
+        check_copick_id(getattr(loc, key), f"'localize.{key}'", source)
+    try:
+        parse_seg_info(loc.segmentation)
+    except SelectorError as exc:
+        raise ConfigError(f"{source}: 'localize.segmentation': {exc}") from None
+    loc.pick_objects = parse_run_ids(loc.pick_objects)
+    for key, low, high in (("thresholds", 0.0, 1.0), ("smoothing", 0.0, 10.0), ("peak_window", 0.01, 10.0)):
+        mapping = {**default(LocalizeConfig, key), **getattr(loc, key)}  # an entry per object, over the default
+        bad = {k: v for k, v in mapping.items() if not low <= v <= high}
+        if bad:
+            raise ConfigError(f"{source}: 'localize.{key}' has {bad}; each value should be in [{low:g}, {high:g}]")
+        setattr(loc, key, mapping)
+
+
+def _check_evaluate(ev: EvaluateConfig, source: str) -> None:
+    if not ev.beta > 0:
+        raise ConfigError(f"{source}: 'evaluate.beta' should be > 0 (4 weighs recall as the challenge), got {ev.beta}")
+    dts = ev.distance_threshold_scale
+    if dts is not None and not dts > 0:
+        raise ConfigError(f"{source}: 'evaluate.distance_threshold_scale' should be > 0 (a fraction of the radius, "
+                          f"e.g. 0.8), got {dts}")
+    ev.object_names = parse_run_ids(ev.object_names)
+
+
+def _check_stages(cfg: RunConfig, source: str) -> None:
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"{source}: 'stages' has {unknown}; choose from {', '.join(STAGES)}")
+    if len(set(cfg.stages)) != len(cfg.stages):
+        raise ConfigError(f"{source}: 'stages' lists a stage twice: {cfg.stages}")
+    if not cfg.stages and cfg.evaluate is None:
+        raise ConfigError(f"{source}: no stage to run: 'stages' is empty and there is no 'evaluate' block")
+    cfg.stages = [s for s in STAGES if s in cfg.stages]  # always in pipeline order
+
+
+RAY_INSTALL = 'pip install "tomopick[ray]"'
+_RAY_ADDRESS = re.compile(r"^(auto|local|(ray://)?[^\s:/]+:\d+)$")
+
+
+def _check_executor(cfg: RunConfig, source: str) -> None:
+    r = cfg.ray
+    if r.address is not None and not _RAY_ADDRESS.match(r.address):
+        raise ConfigError(f"{source}: 'ray.address' is {r.address!r}; give auto (the Ray cluster this node belongs "
+                          "to), HOST:PORT of its head (e.g. 10.0.0.1:6379), ray://HOST:PORT, or null to start a "
+                          "local Ray instance")
+    if r.cpus_per_actor < 1:
+        raise ConfigError(f"{source}: 'ray.cpus_per_actor' should be >= 1, got {r.cpus_per_actor}")
+    if r.retries < 0:
+        raise ConfigError(f"{source}: 'ray.retries' should be >= 0, got {r.retries}")
+    if cfg.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(f"{source}: 'executor' is ray, but Ray is not installed here; install tomopick's "
+                              f"ray extra ({RAY_INSTALL}) or use executor: local")
+
+
+def _check_model(cfg: RunConfig, source: str, base: Path, check_files: bool) -> None:
+    m = cfg.model
+    if not m.weights:
+        raise ConfigError(f"{source}: 'model.weights' is missing; give the .pth file(s) of the octopi model")
+    if not m.configs:
+        raise ConfigError(f"{source}: 'model.configs' is missing; give the octopi model config YAML(s)")
+    if len(m.configs) != len(m.weights) and len(m.configs) != 1:
+        raise ConfigError(
+            f"{source}: 'model.configs' has {len(m.configs)} entries but 'model.weights' has {len(m.weights)}; "
+            "give one config per weights file, or a single config for all of them"
+        )
+    m.configs = [_resolve(p, base) for p in m.configs]
+    m.weights = [_resolve(p, base) for p in m.weights]
+    if check_files:
+        for key, paths in (("model.configs", m.configs), ("model.weights", m.weights)):
+            for p in paths:
+                if not Path(p).is_file():
+                    raise ConfigError(f"{source}: '{key}' file '{p}' does not exist; fix the path")
+
+
+def _with_tuned(data: dict, source: str, base: Path) -> dict:
+    """``localize.tuned: FILE``: the ``localize`` block of FILE (written by ``tomopick tune``) laid under the
+    ``localize`` keys given in the config itself, which win."""
+    loc = data.get("localize")
+    if not isinstance(loc, dict) or not loc.get("tuned"):
+        return data
+    path = Path(_resolve(str(loc["tuned"]), base))
+    try:
+        tuned = (yaml.safe_load(path.read_text()) or {}).get("localize")
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ConfigError(f"{source}: 'localize.tuned' file '{path}': cannot read it ({exc}); give the YAML that "
+                          "`tomopick tune` wrote") from None
+    if not isinstance(tuned, dict):
+        raise ConfigError(f"{source}: 'localize.tuned' file '{path}' has no 'localize:' block")
+    return {**data, "localize": {**tuned, **loc, "tuned": str(path)}}
+
+
