@@ -120,7 +120,7 @@ def test_peaks_needs_probabilities():
 @pytest.mark.parametrize("given, want", [
     ("0.4", {"default": 0.4}),
     ("ribosome=0.5,default=0.2", {"default": 0.2, "ribosome": 0.5}),
-    ({"ribosome": 0.6}, {"default": 0.3, "ribosome": 0.6}),
+    ({"ribosome": 0.6}, {"default": 0.25, "ribosome": 0.6}),  # the default stays the config's
     (0.35, {"default": 0.35}),
 ])
 def test_threshold_spellings(given, want):
