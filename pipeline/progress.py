@@ -71,6 +71,7 @@ class Progress:
 
 # the modules of the CPU localization path (pipeline/localize/cpu.py), whose kernels its first call compiles
 CPU_KERNEL_MODULES = ("kernels.label_scan", "kernels.opened", "kernels.edt", "kernels.peaks", "kernels.watershed_heap")
+PEAKS_KERNEL_MODULES = ("kernels.smooth",)  # the peaks method's (pipeline/localize/cpu.py candidates_peaks)
 
 
 def cold_numba_kernels(modules=CPU_KERNEL_MODULES) -> list[str]:
@@ -97,11 +98,11 @@ def cold_numba_kernels(modules=CPU_KERNEL_MODULES) -> list[str]:
     return cold
 
 
-def announce_kernel_compilation(logger: logging.Logger | None = None) -> bool:
+def announce_kernel_compilation(logger: logging.Logger | None = None, modules=CPU_KERNEL_MODULES) -> bool:
     """Log that the CPU localization kernels are about to be compiled, when they are not cached yet (their first
     use after install takes tens of seconds; numba caches them beside the code for every later process)."""
     try:
-        cold = cold_numba_kernels()
+        cold = cold_numba_kernels(modules)
     except Exception:  # noqa: BLE001 - a notice must never stop a job (numba internals may change)
         return False
     if cold:

@@ -102,10 +102,12 @@ def run_job(doc: dict, source: str) -> int:
 def announce_compilation(cfg) -> None:
     """Say so before numba compiles the CPU localization kernels (first use after install), not after."""
     from pipeline.device import resolve_device
-    from pipeline.progress import announce_kernel_compilation
+    from pipeline.localize.methods import PROBABILITIES, get_method
+    from pipeline.progress import CPU_KERNEL_MODULES, PEAKS_KERNEL_MODULES, announce_kernel_compilation
 
     if cfg.has("localize") and not resolve_device(cfg.device).is_cuda:
-        announce_kernel_compilation(logging.getLogger("tomopick"))
+        peaks = get_method(cfg.localize.method).needs == PROBABILITIES
+        announce_kernel_compilation(logging.getLogger("tomopick"), PEAKS_KERNEL_MODULES if peaks else CPU_KERNEL_MODULES)
 
 
 def print_summary(result) -> int:
