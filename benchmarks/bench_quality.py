@@ -152,8 +152,11 @@ def peak_rss_child(args) -> int:
     """In a fresh process: baseline and peak VmHWM around one segmentation of a synthetic tomogram."""
     import numpy as np
 
+    from pipeline.heap import retain_freed_memory
     from pipeline.models import load_ensemble
     from pipeline.segment import segment_volume
+
+    retain_freed_memory()  # as the driver does (TOMOPICK_HEAP=system measures glibc's defaults)
 
     def vm(key):
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -217,9 +220,11 @@ def main(argv=None) -> int:
     if not args.project_config:
         p.error("give the project's copick config (or --peak-rss)")
 
+    from pipeline.heap import retain_freed_memory
     from pipeline.models import load_ensemble
     from pipeline.segment import segment_volume
 
+    retain_freed_memory()  # as the driver does (TOMOPICK_HEAP=system measures glibc's defaults)
     names = ["mode=compat"] + [s for s in args.settings if s != "mode=compat"]
     run_ids = args.run_ids.split(",") if args.run_ids else None
     objects, tomograms, truth = load_project(args.project_config, args.voxel_size, args.tomo_alg, run_ids,

@@ -39,7 +39,10 @@ class WorkerContext:
         project_objects = copick_io.particle_objects(root)
         ensemble = None
         if cfg.has("segment"):
+            from pipeline.heap import retain_freed_memory
             from pipeline.models import check_labels, load_ensemble
+
+            retain_freed_memory()  # windows reuse the freed pages instead of faulting them in again
 
             ensemble = load_ensemble(cfg.model.configs, cfg.model.weights, device=device.torch_device)
             check_labels(ensemble.labels, project_objects, where=f"model config {cfg.model.configs[0]!r}")
