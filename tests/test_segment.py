@@ -226,7 +226,9 @@ def test_fast_mode_outputs_and_fewer_windows():
     assert p.shape == (3, 18, 36, 30)
     assert p.dtype == torch.float16  # fast mode keeps probabilities in half the memory
     torch.testing.assert_close(p.float().sum(0), torch.ones(18, 36, 30), atol=3e-3, rtol=0)
-    # the labels are the argmax of the float32 probabilities; the float16 copy can only disagree at near-ties
+    # asking for probabilities leaves the labels as they are without (the argmax of the logits)
+    torch.testing.assert_close(segment_volume(vol, ens, settings, device=CPU).label_map, fast.label_map)
+    # the labels are the argmax of the float32 softmax; the float16 copy can only disagree at near-ties
     disagree = torch.argmax(p, 0).to(torch.uint8) != fast.label_map
     top2 = torch.topk(p.float(), 2, dim=0).values
     assert disagree.float().mean() < 0.01
