@@ -68,6 +68,9 @@ class RunActor:
             from pipeline.config import config_from_dict
             from pipeline.run.context import WorkerContext
 
+            # the loop runs in a thread of its own, whose glibc arena the heap setting does not reach: there
+            # it made segmentation slower (9.3-10.3 s against 7.9-8.6 s a run, benchmarks/RESULTS.md)
+            os.environ.setdefault("TOMOPICK_HEAP", "system")
             if device_spec == "cpu":
                 import torch
 
