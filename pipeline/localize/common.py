@@ -238,8 +238,14 @@ def refine_peaks(centers: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return out
 
 
-def neighbour_values(smooth: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """(N, 3, 3): the values at each rounded centre and its -1 / +1 neighbours along z, y, x (NaN outside)."""
+def neighbour_values(smooth, centers: np.ndarray, take=None) -> np.ndarray:
+    """(N, 3, 3): the values at each rounded centre and its -1 / +1 neighbours along z, y, x (NaN outside).
+
+    ``take(rows)``: the values of ``smooth`` at the (M, 3) host index ``rows`` as a host array; the default
+    indexes a host ``smooth`` (the gpu backend gathers on the device and copies back only these)."""
+    if take is None:
+        def take(rows):
+            return smooth[rows[:, 0], rows[:, 1], rows[:, 2]]
     idx = np.round(centers).astype(np.int64)
     out = np.full((len(idx), 3, 3), np.nan)
     for axis in range(3):
@@ -247,7 +253,8 @@ def neighbour_values(smooth: np.ndarray, centers: np.ndarray) -> np.ndarray:
             j = idx.copy()
             j[:, axis] += step
             ok = (j[:, axis] >= 0) & (j[:, axis] < smooth.shape[axis])
-            out[ok, axis, k] = smooth[j[ok, 0], j[ok, 1], j[ok, 2]]
+            if ok.any():
+                out[ok, axis, k] = take(j[ok])
     return out
 
 

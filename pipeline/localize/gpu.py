@@ -31,6 +31,7 @@ from pipeline.localize.common import (
     Candidates,
     SizeWindow,
     Task,
+    neighbour_values,
     peak_parameters,
     refine_peaks,
     report,
@@ -272,18 +273,11 @@ def candidates_peaks(probabilities, task: Task, settings, ops: DeviceOps) -> Can
     stats = ops.to_host(ops.stats(plateaus, n))  # (n + 1, 4): count and coordinate sums
     values = ops.to_host(ndi.maximum(smooth, plateaus, xp.arange(1, n + 1)))
     centers = stats[1:, 1:] / stats[1:, :1]
-    # the few values the sub-voxel refinement needs, gathered on the device
-    idx = np.round(centers).astype(np.int64)
-    near = np.full((len(idx), 3, 3), np.nan)
-    for axis in range(3):
-        for k, step in enumerate((-1, 0, 1)):
-            j = idx.copy()
-            j[:, axis] += step
-            ok = (j[:, axis] >= 0) & (j[:, axis] < smooth.shape[axis])
-            if ok.any():
-                sel = xp.asarray(j[ok])
-                near[ok, axis, k] = ops.to_host(smooth[sel[:, 0], sel[:, 1], sel[:, 2]])
-    centers = refine_peaks(centers, near)
+    def take(rows):  # the few values the sub-voxel refinement needs, gathered on the device
+        sel = xp.asarray(rows)
+        return ops.to_host(smooth[sel[:, 0], sel[:, 1], sel[:, 2]])
+
+    centers = refine_peaks(centers, neighbour_values(smooth, centers, take))
     return Candidates(params.to_full(centers), np.asarray(values, np.float64).reshape(-1))
 
 
