@@ -183,6 +183,13 @@ def test_actor_killed_mid_run_loses_nothing(cluster, template, reference, tmp_pa
         stop.set()
         killer.join()
     assert killed, "no actor was killed"
+    # every actor, the replacement too, segments in its loop thread from the kept heap with one arena
+    from pipeline.heap import one_arena_env
+
+    heaps = [info["heap"] for info in executor.started]
+    assert len(heaps) >= 2, executor.started  # a replacement reports too if it was ready before the end
+    if one_arena_env():  # else the user's allocator settings, which the actors inherit, rule
+        assert set(heaps) == {"freed memory kept, MALLOC_ARENA_MAX=1"}, heaps
     pid, run_id = killed[0]
     assert [d["pid"] for d in executor.deaths] == [pid]
     assert run_id in executor.deaths[0]["runs"]  # the run it held went back to the queue

@@ -68,9 +68,6 @@ class RunActor:
             from pipeline.config import config_from_dict
             from pipeline.run.context import WorkerContext
 
-            # the loop runs in a thread of its own, whose glibc arena the heap setting does not reach: there
-            # it made segmentation slower (9.3-10.3 s against 7.9-8.6 s a run, benchmarks/RESULTS.md)
-            os.environ.setdefault("TOMOPICK_HEAP", "system")
             if device_spec == "cpu":
                 import torch
 
@@ -84,7 +81,10 @@ class RunActor:
                 f"Ray node {node}: the actor could not start on {device_spec}: {type(exc).__name__}: {exc}")
             self.info["data_error"] = isinstance(exc, ProjectError)
             return
-        self.info["worker"] = f"{name}@{node}:{ctx.device.torch_device}"
+        from pipeline.heap import describe
+
+        # the loop thread allocates from the kept main heap only with one arena (the executor's runtime_env)
+        self.info["worker"], self.info["heap"] = f"{name}@{node}:{ctx.device.torch_device}", describe()
         threading.Thread(target=self._loop, args=(ctx,), name="tomopick-actor-loop", daemon=True).start()
 
     def _emit(self, kind: str, payload) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.errors import ProjectError, RunFailed
+from pipeline.heap import one_arena_env
 from pipeline.run.ray_actor import RunActor
 from pipeline.run.ray_connect import _first_lines, connect, import_ray, plan_actors
 from pipeline.run.reports import DONE, FAILED, RunRecord
@@ -72,6 +73,7 @@ class RayExecutor:
         # ``root``: the open project, for releasing a dead actor's claims (opened here when not given)
         self.cfg, self.cleanup, self.root = cfg, cleanup, root
         self.deaths: list[dict] = []  # one entry per actor process lost with the runs it held (logs, tests)
+        self.started: list[dict] = []  # what each actor process said of itself when it was ready (node, pid, heap)
 
     def run(self, run_ids: list[str], on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
         ray = import_ray()
@@ -103,7 +105,11 @@ class _HandOut:
     def run(self) -> list[RunRecord]:
         n, resources, device_spec, threads = plan_actors(self.ray, self.cfg, len(self.run_ids))
         log.info("starting %d Ray actor(s) (%s each) for %d run(s)", n, resources, len(self.run_ids))
-        remote = self.ray.remote(RunActor).options(max_restarts=0, max_task_retries=0, max_concurrency=4, **resources)
+        # one glibc arena in the actors' processes: their run loop, in a thread, then segments from the kept heap
+        env = one_arena_env()
+        runtime_env = {"runtime_env": {"env_vars": env}} if env else {}
+        remote = self.ray.remote(RunActor).options(max_restarts=0, max_task_retries=0, max_concurrency=4, **resources,
+                                                   **runtime_env)
         doc = config_to_dict(self.cfg)
         levels = {name: logging.getLogger(name).getEffectiveLevel() for name in ("", *CHATTY_LOGGERS)}
         self._new_actor = lambda name: remote.remote(doc, self.cfg.source, device_spec, name, threads, levels)
@@ -202,7 +208,8 @@ class _HandOut:
                 self._fatal(info["error"])
                 a.state = "gone"
                 return
-            log.info("actor %s ready", a.who)
+            self.ex.started.append(info)
+            log.info("actor %s ready (heap: %s)", a.who, info.get("heap"))
         if a.state in ("starting", "unreachable"):
             a.state = "ready"
         for kind, payload in events:
