@@ -4,12 +4,64 @@ defaults."""
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
+import logging
+import sys
 from collections.abc import Callable
 
 from pipeline.errors import ModelError
 
+log = logging.getLogger(__name__)
+
 ARCHITECTURES = ("Unet", "SegResNet", "DynUNet", "SwinUNETR")
+
+# MONAI's __init__ imports every submodule, and with them these optional packages, which no network needs:
+# 1.9 of MONAI's 3.0 s import on this machine (benchmarks/RESULTS.md). tomopick's own processes (the CLI, its
+# worker processes, Ray actors) import MONAI without them; MONAI then treats them as not installed, so a
+# process that uses MONAI for more than networks (a library user's) keeps the whole import: see ``lean_monai``.
+MONAI_UNNEEDED = ("matplotlib", "pandas", "skimage", "scipy.signal", "scipy.stats")
+
+_lean = False
+
+
+def lean_monai() -> None:
+    """Import MONAI without its unneeded optional packages in this process, when it is first imported. Only
+    for processes that are tomopick's own: entry points call it, library use does not."""
+    global _lean
+    _lean = True
+
+
+class _Unneeded(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == m or name.startswith(m + ".") for m in MONAI_UNNEEDED):
+            raise ImportError(f"{name} is not imported with MONAI by tomopick")
+        return None
+
+
+def _import_monai() -> None:
+    if "monai" in sys.modules or not _lean:
+        return
+    blocked = [m for m in MONAI_UNNEEDED if m not in sys.modules]
+    finder = _Unneeded()
+    sys.meta_path.insert(0, finder)
+    try:
+        import monai  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a MONAI that needs one of them: import it whole instead
+        log.debug("MONAI without %s failed (%s); importing it whole", blocked, exc)
+        for name in [m for m in sys.modules if m == "monai" or m.startswith("monai.")]:
+            del sys.modules[name]
+    finally:
+        sys.meta_path.remove(finder)
+    import monai  # noqa: F401, F811 - whole, where the lean import failed
+
+
+def _nets():
+    """``monai.networks.nets``, imported lean in tomopick's own processes."""
+    _import_monai()
+    import monai.networks.nets as nets
+
+    return nets
 
 
 def _as_tuple(value):
@@ -30,7 +82,7 @@ def _require(model_cfg: dict, key: str, where: str):
 
 
 def _build_unet(cfg: dict, where: str):
-    from monai.networks.nets import UNet
+    UNet = _nets().UNet
 
     return UNet(
         spatial_dims=3,
@@ -44,7 +96,7 @@ def _build_unet(cfg: dict, where: str):
 
 
 def _build_segresnet(cfg: dict, where: str):
-    from monai.networks.nets import SegResNetDS
+    SegResNetDS = _nets().SegResNetDS
 
     blocks_up = cfg.get("blocks_up")
     resolution = cfg.get("resolution")
@@ -64,7 +116,7 @@ def _build_segresnet(cfg: dict, where: str):
 
 
 def _build_dynunet(cfg: dict, where: str):
-    from monai.networks.nets import DynUNet
+    DynUNet = _nets().DynUNet
 
     filters = cfg.get("filters")
     return DynUNet(
@@ -85,8 +137,7 @@ def _build_dynunet(cfg: dict, where: str):
 
 
 def _build_swinunetr(cfg: dict, where: str):
-
-    from monai.networks.nets import SwinUNETR
+    SwinUNETR = _nets().SwinUNETR
 
     dim_in = int(cfg["dim_in"])
     if dim_in % 32:

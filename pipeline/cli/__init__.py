@@ -61,6 +61,9 @@ runs in flight are finished or rolled back and the report is written first)"""
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli.common import UserError, setup_logging
     from pipeline.errors import RunFailed, Terminated, raise_on_termination
+    from pipeline.networks import lean_monai
+
+    lean_monai()  # the CLI's process is tomopick's own: MONAI without what no network needs
 
     parser = build_parser()
     args = parser.parse_args(argv)

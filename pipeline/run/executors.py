@@ -45,7 +45,9 @@ def _worker_main(config_doc: dict, source: str, device_spec: str, worker: str, l
                         datefmt="%H:%M:%S")
     from pipeline.config import config_from_dict
     from pipeline.errors import raise_on_termination
+    from pipeline.networks import lean_monai
 
+    lean_monai()  # this process is tomopick's own
     raise_on_termination()  # SLURM signals every process of the step: settle what this worker holds, then go
 
     try:

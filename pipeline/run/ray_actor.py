@@ -66,7 +66,10 @@ class RunActor:
         self.changed = threading.Condition()
         try:
             from pipeline.config import config_from_dict
+            from pipeline.networks import lean_monai
             from pipeline.run.context import WorkerContext
+
+            lean_monai()  # the actor's process is tomopick's own
 
             if device_spec == "cpu":
                 import torch
