@@ -47,7 +47,10 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     from pipeline.config import config_from_dict
+    from pipeline.networks import lean_monai
     from pipeline.run import run_pipeline, throughput_summary
+
+    lean_monai()  # as run_all.py's process imports MONAI (the local job pays that import in its wall)
     from pipeline.run.select import prepare_project
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ray_"))

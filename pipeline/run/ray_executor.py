@@ -59,6 +59,7 @@ class _Actor:
     state: str = "starting"  # starting | ready | unreachable | exited | gone
     unreachable: int = 0
     replaced: int = 0
+    since: float = field(default_factory=time.monotonic)  # when this process was asked for
 
     @property
     def who(self) -> str:
@@ -115,7 +116,8 @@ class _HandOut:
         self._new_actor = lambda name: remote.remote(doc, self.cfg.source, device_spec, name, threads, levels)
         for i in range(n):
             actor = _Actor(f"ray{i}", self._new_actor(f"ray{i}"))
-            actor.call = actor.handle.poll.remote(0, POLL_SECONDS)
+            # answered as soon as the actor has started: it has no event before it is given a run
+            actor.call = actor.handle.poll.remote(0, 0.0)
             self.actors.append(actor)
         try:
             self._loop()
@@ -209,7 +211,8 @@ class _HandOut:
                 a.state = "gone"
                 return
             self.ex.started.append(info)
-            log.info("actor %s ready (heap: %s)", a.who, info.get("heap"))
+            # starting a process, importing torch and MONAI, loading the models: ~4 s of a CPU here
+            log.info("actor %s ready after %.1f s (heap: %s)", a.who, time.monotonic() - a.since, info.get("heap"))
         if a.state in ("starting", "unreachable"):
             a.state = "ready"
         for kind, payload in events:
@@ -255,7 +258,8 @@ class _HandOut:
         log.warning("starting a new actor in place of %s (%d of ray.retries %d)", a.who, a.replaced,
                     self.cfg.ray.retries)
         a.handle, a.info, a.seen, a.state, a.unreachable = self._new_actor(a.name), None, 0, "starting", 0
-        a.call = a.handle.poll.remote(0, POLL_SECONDS)
+        a.since = time.monotonic()
+        a.call = a.handle.poll.remote(0, 0.0)
 
     def _lost(self, a: _Actor, why: str) -> None:
         """The process behind ``a`` is gone with the runs it held: clean them up, hand them out again."""
