@@ -7,6 +7,7 @@ Each sub-command lives in its own module ``pipeline/cli/<name>.py`` with ``add_a
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as exc:
         log.error("%s; runs in flight were finished or rolled back, the report is written", exc)
         return 128 + exc.signum
+    finally:
+        # the interpreter's last garbage collections at exit walk every object torch and MONAI made: ~1 s here
+        # (benchmarks/RESULTS.md); frozen objects are skipped, and the process's end frees them all the same
+        gc.freeze()
 
 
 if __name__ == "__main__":
