@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import tiling
@@ -189,6 +189,7 @@ def test_banded_stitching_of_monai_windows(z, y, x, w, overlap, seed):
 @settings(max_examples=40, deadline=None)
 @given(z=small_sides, y=small_sides, x=small_sides, dim_in=st.integers(6, 24), margin=st.integers(0, 6),
        border=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+@example(z=19, y=19, x=20, dim_in=14, margin=5, border=4, seed=0)  # CI's find: 252 windows, one voxel off by 2e-4
 def test_border_band_weights_keep_the_affine_invariant(z, y, x, dim_in, margin, border, seed):
     """With inner window faces discarded, every voxel still has weight (windows overlap by margin + 2 border)."""
     vol = torch.from_numpy(np.random.default_rng(seed).integers(-500, 500, (z, y, x)).astype(np.float32))
@@ -197,7 +198,10 @@ def test_border_band_weights_keep_the_affine_invariant(z, y, x, dim_in, margin, 
         return
     weight_of = tiling.window_weights(plan, "gaussian", border=border)
     out = sliding_affine(vol, plan, 2, weight_of)
-    assert torch.equal(out[0], 2 * vol + 1)
+    if margin + 2 * border <= min(plan.window) // 2:  # neighbours overlap by at most half a window, as in real plans
+        assert torch.equal(out[0], 2 * vol + 1)
+    else:  # a voxel sums many windows (252 at dim_in 14, overlap 13): float32 rounds, but no voxel lacks weight
+        torch.testing.assert_close(out[0], 2 * vol + 1, rtol=1e-5, atol=1e-3)
     for i in range(plan.n_windows):  # zero exactly on inner faces, the Gaussian elsewhere
         w = weight_of(i)
         for axis in range(3):
