@@ -8,6 +8,7 @@ import importlib.abc
 import importlib.util
 import logging
 import sys
+import threading
 from collections.abc import Callable
 
 from pipeline.errors import ModelError
@@ -33,8 +34,11 @@ def lean_monai() -> None:
 
 
 class _Unneeded(importlib.abc.MetaPathFinder):
+    def __init__(self):
+        self.thread = threading.get_ident()  # another thread's imports meanwhile are its own business
+
     def find_spec(self, name, path=None, target=None):
-        if any(name == m or name.startswith(m + ".") for m in MONAI_UNNEEDED):
+        if threading.get_ident() == self.thread and any(name == m or name.startswith(m + ".") for m in MONAI_UNNEEDED):
             raise ImportError(f"{name} is not imported with MONAI by tomopick")
         return None
 

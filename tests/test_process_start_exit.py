@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,17 @@ def test_the_cli_freezes_its_objects_before_the_interpreter_exits():
     assert out.returncode == 0, out.stderr[-2000:]
     rc, frozen = map(int, out.stdout.split()[-2:])
     assert rc == 2 and frozen > 1000, out.stdout
+
+
+def test_only_the_importing_thread_goes_without():
+    from pipeline.networks import _Unneeded
+
+    finder = _Unneeded()
+    with pytest.raises(ImportError, match="not imported with MONAI"):
+        finder.find_spec("scipy.stats")
+    assert finder.find_spec("scipy.ndimage") is None
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(finder.find_spec("scipy.stats")))
+    t.start()
+    t.join()
+    assert seen == [None]  # another thread importing scipy.stats meanwhile is not refused
