@@ -38,6 +38,9 @@ def main() -> int:
     p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each of the 2 Ray nodes = of each actor")
     p.add_argument("--n-procs", type=int, default=1, help="localize threads per job")
     p.add_argument("--workdir", default=None, help="keep the synthetic project here (default: a temp folder)")
+    p.add_argument("--arena-on-nodes", action="store_true",
+                   help="export MALLOC_ARENA_MAX=1 before starting the nodes (the README's cluster recipe): the "
+                        "actors then need no runtime_env, and Ray's prestarted workers serve them")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # the nodes' processes (and the actors) import this checkout, as the driver does
@@ -74,6 +77,8 @@ def main() -> int:
     local_wall = time.perf_counter() - t0
     local_picks = picks(local_cfg.copick_config)
 
+    if args.arena_on_nodes:
+        os.environ["MALLOC_ARENA_MAX"] = "1"  # the nodes, their workers and the driver's view (after the local job)
     t0 = time.perf_counter()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.cpus_per_node, "include_dashboard": False})
     cluster.add_node(num_cpus=args.cpus_per_node)
@@ -95,7 +100,8 @@ def main() -> int:
     n_local = sum(r.status == "done" for r in local.records)
     n_ray = sum(r.status == "done" for r in on_ray.records)
     workers = sorted({r.worker for r in on_ray.records})
-    print(f"{args.runs} runs of {args.shape}, demo model, fast mode, ntta {args.ntta}, cpu, {os.cpu_count()} cores")
+    print(f"{args.runs} runs of {args.shape}, demo model, fast mode, ntta {args.ntta}, cpu, {os.cpu_count()} cores"
+          + (", MALLOC_ARENA_MAX=1 exported for the nodes" if args.arena_on_nodes else ""))
     print(f"local executor, 1 process ({n_local} done)       wall {local_wall:7.2f} s   stage totals (s): "
           f"{stages(local)}")
     print(f"ray executor, 2 nodes x {args.cpus_per_node} CPU, {len(workers)} actors ({n_ray} done)  wall {ray_wall:7.2f} s   "

@@ -98,3 +98,9 @@ def describe() -> str:
     kept = "freed memory kept" if _applied else "system settings"
     arenas = os.environ.get(ARENA_VARIABLE)
     return kept + (f", {ARENA_VARIABLE}={arenas}" if arenas else "")
+
+
+def lacks_one_arena(description: str | None) -> bool:
+    """True for a ``describe()`` of a process that keeps freed memory without one arena: a thread other than the
+    main one then segments from arenas of its own, which that setting does not reach."""
+    return bool(description) and description.startswith("freed memory kept") and ARENA_VARIABLE not in description

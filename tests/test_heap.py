@@ -135,3 +135,13 @@ def test_describe_says_what_the_process_runs_with(monkeypatch):
     monkeypatch.setattr(heap, "_applied", False)
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     assert heap.describe() == "system settings"
+
+
+def test_lacks_one_arena_reads_describe():
+    from pipeline.heap import lacks_one_arena
+
+    assert lacks_one_arena("freed memory kept")
+    assert not lacks_one_arena("freed memory kept, MALLOC_ARENA_MAX=1")
+    assert not lacks_one_arena("freed memory kept, MALLOC_ARENA_MAX=4")  # the user's own choice
+    assert not lacks_one_arena("system settings")
+    assert not lacks_one_arena(None)

@@ -153,6 +153,26 @@ def test_ray_gives_the_local_picks_and_reports(cluster, template, reference, tmp
     assert [r.status for r in again.records] == ["skipped-done"] * len(RUNS)
 
 
+@needs_ray
+def test_actors_without_one_arena_are_named_in_a_warning(cluster, template, reference, tmp_path, monkeypatch, caplog):
+    """The driver's environment sets MALLOC_ARENA_MAX (so it passes none to the actors), the nodes' does not."""
+    from pipeline.heap import one_arena_env
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    if not one_arena_env():
+        pytest.skip("this environment chose the allocator: the driver would not pass one arena in any case")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")  # the driver's only: the cluster's nodes started without it
+    path = copy_project(template, tmp_path / "project")
+    cfg = make_cfg(path, tmp_path / "out", executor="ray")
+    executor, _ = ray_executor(cfg)
+    with caplog.at_level("WARNING", logger="pipeline.run.ray_executor"):
+        records = executor.run(RUNS[:2])
+    assert [r.status for r in records] == ["done"] * 2, [r.error for r in records]
+    assert {info["heap"] for info in executor.started} == {"freed memory kept"}
+    warnings = [r.getMessage() for r in caplog.records if "many arenas" in r.getMessage()]
+    assert len(warnings) == 1 and "export the same settings before `ray start`" in warnings[0], warnings
+
+
 def _kill_first_claimant(cfg, killed: list, stop: threading.Event) -> None:
     """SIGKILL the process named by the first claim to appear: an actor in the middle of a run."""
     from pipeline.run.select import marker_key
@@ -262,3 +282,39 @@ def test_an_address_where_nothing_listens_fails_at_once():
 
     with pytest.raises(ConfigError, match=r"ray.address '127.0.0.1:1': cannot reach a Ray head there"):
         _check_listening("127.0.0.1:1", timeout=5)
+
+
+LOCAL_INSTANCE = """
+import json, os, ray
+from pipeline.heap import one_arena_env
+from pipeline.run.ray_connect import connect, workers_have
+env = one_arena_env()
+assert connect(ray, None) is True
+try:
+    @ray.remote(num_cpus=0)
+    def arenas():
+        return os.environ.get("MALLOC_ARENA_MAX")
+    print(json.dumps({"env": env, "have": workers_have(env), "driver": os.environ.get("MALLOC_ARENA_MAX"),
+                      "worker": ray.get(arenas.remote())}))
+finally:
+    ray.shutdown()
+"""
+
+
+@needs_ray
+def test_a_local_instance_gives_every_worker_one_arena():
+    """``ray.address: null``: the instance started here passes MALLOC_ARENA_MAX=1 to every worker from its start,
+    so actors need no runtime_env (Ray's prestarted workers serve them); the driver's own environment is kept."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("MALLOC_") or k in ("TOMOPICK_HEAP", "GLIBC_TUNABLES", "LD_PRELOAD", "RAY_ADDRESS"))}
+    out = subprocess.run([sys.executable, "-c", LOCAL_INSTANCE], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if not got["env"]:
+        pytest.skip("not glibc: no arena setting to pass")
+    assert got == {"env": {"MALLOC_ARENA_MAX": "1"}, "have": True, "driver": None, "worker": "1"}, got

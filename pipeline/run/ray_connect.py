@@ -4,6 +4,7 @@ address asked for (or start a local instance), and size the actors to the cluste
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -12,6 +13,15 @@ from pipeline.config_checks import RAY_INSTALL
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# whether the Ray instance this process started gave every worker process one glibc arena from its start (then
+# actors need no runtime_env of their own, and Ray's prestarted workers serve them: ~0.7 s sooner each)
+_local_workers_env: dict[str, str] = {}
+
+
+def workers_have(env: dict[str, str]) -> bool:
+    """True when the local Ray instance this process started passed ``env`` to all its workers."""
+    return bool(env) and all(_local_workers_env.get(k) == v for k, v in env.items())
 
 
 def _first_lines(exc, n: int = 3, width: int = 300) -> str:
@@ -39,8 +49,24 @@ def connect(ray, address: str | None) -> bool:
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
         if address in (None, "local"):
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            from pipeline.heap import one_arena_env
+
+            # the instance's raylet, and so every worker it starts, inherits this process's environment
+            env = one_arena_env()
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            _local_workers_env.clear()
+            _local_workers_env.update(env)
         else:
+            _local_workers_env.clear()
             if address != "auto":
                 _check_listening(address)
             ray.init(address=address, logging_level=logging.WARNING)

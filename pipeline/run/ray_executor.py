@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.errors import ProjectError, RunFailed
-from pipeline.heap import one_arena_env
+from pipeline.heap import lacks_one_arena, one_arena_env
 from pipeline.run.ray_actor import RunActor
-from pipeline.run.ray_connect import _first_lines, connect, import_ray, plan_actors
+from pipeline.run.ray_connect import _first_lines, connect, import_ray, plan_actors, workers_have
 from pipeline.run.reports import DONE, FAILED, RunRecord
 
 log = logging.getLogger(__name__)
@@ -100,15 +100,20 @@ class _HandOut:
         self.stopping_since: float | None = None
         self.pending_calls: list = []  # give/stop calls whose answers nobody needs (fetched to keep Ray quiet)
         self.per_actor = 1 + self.cfg.read_ahead
+        self.device_spec = ""
+        self.warned_arena = False
 
     # ---------------------------------------------------------------------------------------------- start, end
 
     def run(self) -> list[RunRecord]:
         n, resources, device_spec, threads = plan_actors(self.ray, self.cfg, len(self.run_ids))
         log.info("starting %d Ray actor(s) (%s each) for %d run(s)", n, resources, len(self.run_ids))
-        # one glibc arena in the actors' processes: their run loop, in a thread, then segments from the kept heap
+        # one glibc arena in the actors' processes: their run loop, in a thread, then segments from the kept heap.
+        # Where the workers have it from their start already (a local instance started here, or MALLOC_ARENA_MAX=1
+        # exported for `ray start` and the driver), no runtime_env: Ray's prestarted workers then serve the actors
         env = one_arena_env()
-        runtime_env = {"runtime_env": {"env_vars": env}} if env else {}
+        runtime_env = {"runtime_env": {"env_vars": env}} if env and not workers_have(env) else {}
+        self.device_spec = device_spec
         remote = self.ray.remote(RunActor).options(max_restarts=0, max_task_retries=0, max_concurrency=4, **resources,
                                                    **runtime_env)
         doc = config_to_dict(self.cfg)
@@ -213,6 +218,13 @@ class _HandOut:
             self.ex.started.append(info)
             # starting a process, importing torch and MONAI, loading the models: ~4 s of a CPU here
             log.info("actor %s ready after %.1f s (heap: %s)", a.who, time.monotonic() - a.since, info.get("heap"))
+            if self.device_spec == "cpu" and lacks_one_arena(info.get("heap")) and not self.warned_arena:
+                self.warned_arena = True
+                log.warning("actor %s keeps freed memory but runs with glibc's many arenas: its segmentation thread "
+                            "then maps and unmaps every window, ~1.5x slower (benchmarks/RESULTS.md). The driver "
+                            "passes MALLOC_ARENA_MAX=1 to the actors unless its own environment sets the allocator "
+                            "(MALLOC_ARENA_MAX, MALLOC_*_, TOMOPICK_HEAP, GLIBC_TUNABLES): export the same settings "
+                            "before `ray start`, so that the actors' processes have them too", a.who)
         if a.state in ("starting", "unreachable"):
             a.state = "ready"
         for kind, payload in events:
