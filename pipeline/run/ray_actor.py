@@ -86,7 +86,8 @@ class RunActor:
             return
         from pipeline.heap import describe
 
-        # the loop thread allocates from the kept main heap only with one arena (the executor's runtime_env)
+        # the loop thread allocates from the kept main heap only with one arena (MALLOC_ARENA_MAX=1: the driver's
+        # runtime_env, a local instance it started, or the environment of `ray start`)
         self.info["worker"], self.info["heap"] = f"{name}@{node}:{ctx.device.torch_device}", describe()
         threading.Thread(target=self._loop, args=(ctx,), name="tomopick-actor-loop", daemon=True).start()
 
