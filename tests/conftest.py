@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -48,3 +49,13 @@ def synth_project(synth_project_template, tmp_path):
 def synth_project_copy(synth_project_template, tmp_path):
     """A factory of further private copies: ``synth_project_copy("name")`` -> config path."""
     return lambda name: copy_project(synth_project_template, tmp_path / name)
+
+
+def is_allocator_setting(key: str) -> bool:
+    """An environment variable by which a user chooses the allocator (tests clear them to start from glibc's)."""
+    return key.startswith("MALLOC_") or key in ("TOMOPICK_HEAP", "GLIBC_TUNABLES", "LD_PRELOAD")
+
+
+def clear_allocator_settings(monkeypatch) -> None:
+    for key in [k for k in os.environ if is_allocator_setting(k)]:
+        monkeypatch.delenv(key)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import clear_allocator_settings, is_allocator_setting
+
 REPO = Path(__file__).resolve().parents[1]
 
 glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -33,8 +35,7 @@ print(json.dumps({"applied": applied, "faults": after - before}))
 def _churn(script: str = CHURN, **env_extra) -> dict:
     import json
 
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("MALLOC_") or k in ("TOMOPICK_HEAP", "GLIBC_TUNABLES", "LD_PRELOAD"))}
+    env = {k: v for k, v in os.environ.items() if not is_allocator_setting(k)}
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                          check=True).stdout
@@ -58,9 +59,7 @@ def test_the_users_allocator_settings_are_left_alone(env, monkeypatch):
     from pipeline import heap
 
     monkeypatch.setattr(heap, "_applied", None)
-    for key in list(os.environ):
-        if key.startswith("MALLOC_") or key in ("TOMOPICK_HEAP", "LD_PRELOAD", "GLIBC_TUNABLES"):
-            monkeypatch.delenv(key)
+    clear_allocator_settings(monkeypatch)
     if "LD_PRELOAD_NAME" in env:  # a preloaded allocator, without actually preloading one into this process
         monkeypatch.setattr(heap.os, "environ", {**os.environ, "LD_PRELOAD": "/usr/lib/libjemalloc.so.2"})
     else:
@@ -98,9 +97,7 @@ print(json.dumps({"applied": applied, "faults": faults[0]}))
 def test_one_arena_lets_a_thread_reuse_the_kept_heap(monkeypatch):
     from pipeline import heap
 
-    for key in list(os.environ):
-        if key.startswith("MALLOC_") or key in ("TOMOPICK_HEAP", "LD_PRELOAD", "GLIBC_TUNABLES"):
-            monkeypatch.delenv(key)
+    clear_allocator_settings(monkeypatch)
     env = heap.one_arena_env()
     assert env == {"MALLOC_ARENA_MAX": "1"}
     own_arena = _churn(script=CHURN_IN_THREAD)
@@ -117,9 +114,7 @@ def test_one_arena_lets_a_thread_reuse_the_kept_heap(monkeypatch):
 def test_one_arena_is_not_forced_on_a_user_who_chose(env, monkeypatch):
     from pipeline import heap
 
-    for key in list(os.environ):
-        if key.startswith("MALLOC_") or key in ("TOMOPICK_HEAP", "LD_PRELOAD", "GLIBC_TUNABLES"):
-            monkeypatch.delenv(key)
+    clear_allocator_settings(monkeypatch)
     assert heap.one_arena_env() == {"MALLOC_ARENA_MAX": "1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)

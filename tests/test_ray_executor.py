@@ -16,7 +16,7 @@ import pytest
 
 from pipeline import copick_io, overlay_files
 from pipeline.config import config_from_dict
-from tests.conftest import copy_project
+from tests.conftest import copy_project, is_allocator_setting
 from tests.ray_hooks import CONTROL_ENV
 
 needs_ray = pytest.mark.requires("ray")  # CI's TOMOPICK_REQUIRE=ray turns a skip into a failure
@@ -310,7 +310,7 @@ def test_a_local_instance_gives_every_worker_one_arena():
 
     pytest.importorskip("ray")
     env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("MALLOC_") or k in ("TOMOPICK_HEAP", "GLIBC_TUNABLES", "LD_PRELOAD", "RAY_ADDRESS"))}
+           if not (is_allocator_setting(k) or k == "RAY_ADDRESS")}
     out = subprocess.run([sys.executable, "-c", LOCAL_INSTANCE], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
