@@ -63,4 +63,7 @@ class WorkerContext:
             if log_labels is None:
                 log.info("no segmentation log for %s; label ids from the copick config", seg.uri())
             objects = objects_for_segmentation(cfg, project_objects, log_labels)
+        from pipeline.collector import started
+
+        started()  # imports and models are in: later collections skip them (in tomopick's own processes)
         return cls(cfg, device, root, objects, ensemble)
