@@ -1,6 +1,6 @@
 """Python's cyclic garbage collector in tomopick's own processes (the CLI, its worker processes, Ray actors).
 
-Importing torch and MONAI makes about 240 000 tracked objects (237 000 measured) that live as long as the process. With the
+Importing torch and MONAI makes 237 000 tracked objects that live as long as the process. With the
 collector's defaults, the imports set off a full collection every time the long-lived objects grow by a
 quarter, and every full collection during the job walks them all again: 0.8 s of a 17 s job on the validation
 project (benchmarks/RESULTS.md, 2026-12-03). Entry points call ``defer_until_started``: young-object
