@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import collector
 from tests.test_driver import make_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def _steps(before: str) -> list:
 
 def test_an_own_process_defers_then_freezes_and_restores():
     default, during, after, frozen = _steps("collector.defer_until_started()")
-    assert during == [100_000, *default[1:]]
+    assert during == [collector.STARTUP_GEN0_THRESHOLD, *default[1:]]
     assert after == default
     assert frozen > 10_000  # torch's objects, skipped by every later collection
 
@@ -53,9 +54,19 @@ def test_a_user_threshold_above_ours_is_kept():
     assert after == [250_000, 3, 4]
 
 
+def test_declaring_an_own_process_takes_both_parts():
+    # the entry points (CLI, worker processes, Ray actors) call only own_process.declare
+    code = ("import gc\nfrom pipeline import collector, networks, own_process\n"
+            "print(networks._lean, gc.get_threshold()[0] == collector.STARTUP_GEN0_THRESHOLD)\n"
+            "own_process.declare()\n"
+            "print(networks._lean, gc.get_threshold()[0] == collector.STARTUP_GEN0_THRESHOLD)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False", "True", "True"]
+
+
 def test_a_worker_context_marks_the_end_of_start_up(synth_project, tmp_path):
     # every process that runs runs opens one WorkerContext once its models are loaded: that is "started"
-    from pipeline import collector
     from pipeline.run.context import WorkerContext
 
     default = gc.get_threshold()

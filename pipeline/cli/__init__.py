@@ -60,13 +60,11 @@ runs in flight are finished or rolled back and the report is written first)"""
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import own_process
     from pipeline.cli.common import UserError, setup_logging
-    from pipeline.collector import defer_until_started
     from pipeline.errors import RunFailed, Terminated, raise_on_termination
-    from pipeline.networks import lean_monai
 
-    lean_monai()  # the CLI's process is tomopick's own: MONAI without what no network needs
-    defer_until_started()
+    own_process.declare()  # the CLI's process is tomopick's own
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -43,13 +43,11 @@ def _worker_main(config_doc: dict, source: str, device_spec: str, worker: str, l
     """A spawned worker: open its context on ``device_spec``, then run what the parent hands out."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {worker} %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    from pipeline.collector import defer_until_started
+    from pipeline import own_process
     from pipeline.config import config_from_dict
     from pipeline.errors import raise_on_termination
-    from pipeline.networks import lean_monai
 
-    lean_monai()  # this process is tomopick's own
-    defer_until_started()
+    own_process.declare()
     raise_on_termination()  # SLURM signals every process of the step: settle what this worker holds, then go
 
     try:

@@ -65,13 +65,11 @@ class RunActor:
         self.events: list[tuple] = []
         self.changed = threading.Condition()
         try:
-            from pipeline.collector import defer_until_started
+            from pipeline import own_process
             from pipeline.config import config_from_dict
-            from pipeline.networks import lean_monai
             from pipeline.run.context import WorkerContext
 
-            lean_monai()  # the actor's process is tomopick's own
-            defer_until_started()
+            own_process.declare()  # the actor's process is tomopick's own
 
             if device_spec == "cpu":
                 import torch
