@@ -28,6 +28,11 @@ THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(3, 10))  # 0.15 .. 0.45
 SMOOTHINGS = (0.15, 0.25, 0.35)
 WINDOWS = (0.75, 1.0, 1.5)
 MIN_GAIN = 0.01  # F-beta a class must gain over the settings given to take other ones
+# ... and it must have at least this many ground-truth particles in the runs tuned on: below, a 0.01 gain is a
+# pick or two, and three settings fitted to them do not carry to other runs (validation project: 13-20 particles
+# of beta-galactosidase, beta-amylase, virus-like particle; leave-one-run-out 0.8977 -> 0.9135 on compat's
+# probabilities with this rule, 15-40 all alike; benchmarks/RESULTS.md)
+MIN_PARTICLES = 20
 
 
 @dataclass
@@ -47,6 +52,7 @@ class ClassChoice:
     threshold: float
     counts: Counts
     fbeta: float
+    particles: int = 0  # ground-truth particles in the runs tuned on
 
 
 @dataclass
@@ -57,6 +63,7 @@ class TuneResult:
     final_after: float
     leave_one_out: float | None = None  # final F-beta of the tuning, each run scored with settings from the others
     leave_one_out_per_class: dict = field(default_factory=dict)
+    min_particles: int = MIN_PARTICLES
 
     def settings_block(self) -> dict:
         """The ``localize:`` YAML block that ``tomopick localize`` and run_all read."""
@@ -102,26 +109,31 @@ def _table(runs, objects, voxel_size, settings, grid, metric, beta, scale):
     return out
 
 
-def _best(table: dict, runs_idx, beta: float, given):
+def _best(table: dict, runs_idx, beta: float, given, min_particles: int = MIN_PARTICLES):
     """(key, Counts, F-beta) of the best grid point over the runs ``runs_idx`` (ties: the first in grid order);
-    the settings given (``given``) unless the best beats them by ``MIN_GAIN``."""
+    the settings given (``given``) unless the best beats them by ``MIN_GAIN`` on at least ``min_particles``
+    ground-truth particles."""
     def scored(key):
         counts = sum((table[key][i] for i in runs_idx), Counts(0, 0, 0))
         return key, counts, object_fbeta(counts, beta)[2]
 
+    kept = scored(given)
+    if kept[1].tp + kept[1].fn < min_particles:
+        return kept
     best = None
     for key in table:
         candidate = scored(key)
         if best is None or candidate[2] > best[2] + 1e-12:
             best = candidate
-    kept = scored(given)
     return best if best[2] >= kept[2] + MIN_GAIN else kept
 
 
 def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: str, beta: float,
-         distance_threshold_scale: float | None = None, grid: dict | None = None) -> TuneResult:
+         distance_threshold_scale: float | None = None, grid: dict | None = None,
+         min_particles: int = MIN_PARTICLES) -> TuneResult:
     """Best per-class (smoothing, peak_window, threshold) over ``grid`` (keys ``smoothing``, ``peak_window``,
-    ``thresholds``), against the ``settings`` given (a LocalizeConfig) as "before"."""
+    ``thresholds``), against the ``settings`` given (a LocalizeConfig) as "before"; a class with fewer than
+    ``min_particles`` ground-truth particles in the runs keeps the settings given."""
     grid = {"smoothing": SMOOTHINGS, "peak_window": WINDOWS, "thresholds": THRESHOLDS, **(grid or {})}
     for obj in objects:  # the settings given are always candidates, so tuning never scores below them
         grid = {**grid, "smoothing": tuple(sorted({*grid["smoothing"], per_class(settings.smoothing, obj.name)})),
@@ -137,16 +149,17 @@ def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: s
     for obj in objects:
         counts = sum(tables[obj.name][given[obj.name]], Counts(0, 0, 0))
         before[obj.name] = (counts, object_fbeta(counts, beta)[2])
-        (s, w, t), counts, f = _best(tables[obj.name], everyone, beta, given[obj.name])
-        after[obj.name] = ClassChoice(obj.name, s, w, t, counts, f)
+        (s, w, t), counts, f = _best(tables[obj.name], everyone, beta, given[obj.name], min_particles)
+        after[obj.name] = ClassChoice(obj.name, s, w, t, counts, f, counts.tp + counts.fn)
     result = TuneResult(before, after, _weighted({n: v[1] for n, v in before.items()}, weights),
-                        _weighted({n: c.fbeta for n, c in after.items()}, weights))
+                        _weighted({n: c.fbeta for n, c in after.items()}, weights), min_particles=min_particles)
     if len(runs) > 1:
         loo = {}
         for obj in objects:
             held = Counts(0, 0, 0)
             for i in everyone:
-                key, _, _ = _best(tables[obj.name], [j for j in everyone if j != i], beta, given[obj.name])
+                key, _, _ = _best(tables[obj.name], [j for j in everyone if j != i], beta, given[obj.name],
+                                  min_particles)
                 held = held + tables[obj.name][key][i]
             loo[obj.name] = object_fbeta(held, beta)[2]
         result.leave_one_out_per_class = loo
@@ -167,6 +180,10 @@ def format_result(result: TuneResult, metric: str, beta: float) -> str:
         loo = f"  {result.leave_one_out_per_class[name]:15.3f}" if result.leave_one_out is not None else ""
         lines.append(f"{name:<20} {result.before[name][1]:9.3f} {choice.fbeta:8.3f}  {choice.threshold:9.2f} "
                      f"{choice.smoothing:9.2f} {choice.peak_window:6.2f}{loo}")
+    few = [f"{c.name} ({c.particles})" for c in result.after.values() if c.particles < result.min_particles]
+    if few:
+        lines.append(f"kept as given, fewer than {result.min_particles} ground-truth particles in these runs: "
+                     + ", ".join(few))
     lines.append(f"final weighted F{beta:g}: before {result.final_before:.4f}, after {result.final_after:.4f}"
                  + (f", leave-one-run-out {result.leave_one_out:.4f}" if result.leave_one_out is not None else ""))
     return "\n".join(lines)

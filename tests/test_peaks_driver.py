@@ -86,6 +86,24 @@ def test_tune_writes_settings_that_localize_reads(peaks_projects, capsys):
     assert scored["final_fbeta_score"] == pytest.approx(after, abs=1e-4)
 
 
+def test_tune_keeps_the_settings_of_classes_with_few_particles(peaks_projects, capsys):
+    from pipeline.cli import build_parser
+    from pipeline.tune import MIN_PARTICLES
+
+    _, chain, probs, _ = peaks_projects
+    argv = ["tune", "-c", str(chain), "--probabilities", str(probs), "-gtuid", "data-portal", "-gtsid", "0",
+            "--metric", "czii"]
+    assert main(argv + ["--min-particles", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "kept as given, fewer than 100000 ground-truth particles" in out
+    final = out.split("final weighted F4: ")[1]
+    before = final.split("before ")[1].split(",")[0]
+    assert final.split("after ")[1].split(",")[0] == before
+    assert final.split("leave-one-run-out ")[1].split()[0] == before
+    help_text = build_parser()._subparsers._group_actions[0].choices["tune"].format_help()
+    assert f"(default {MIN_PARTICLES})" in " ".join(help_text.split())
+
+
 def test_min_score_leaves_out_low_scored_picks(peaks_projects):
     _, chain, _, tmp = peaks_projects
     counts = {}

@@ -5,7 +5,9 @@ Reads each run's class probabilities from FOLDER/<run>.h5 (write them with `tomo
 per object class, the peak threshold, the Gaussian smoothing (in units of the object's radius) and the
 local-maximum window (in radii); prints each class's F-beta before (the settings given, else the defaults) and
 after, with a leave-one-run-out estimate (each run scored with the settings tuned on the others: if it is well
-below "after", the tuning fits these runs rather than the data); writes a YAML file whose localize block
+below "after", the tuning fits these runs rather than the data). A class keeps the settings given unless another
+setting gains at least 0.01 F-beta on at least --min-particles of its ground-truth particles (default 20): on
+fewer, the gain is a pick or two and does not carry to other runs. Writes a YAML file whose localize block
 `tomopick localize --tuned FILE` and run configs (localize: {tuned: FILE}) read.
 
 Example:
@@ -38,6 +40,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threshold", default=None, help="the settings to compare with: thresholds (as localize)")
     p.add_argument("--smoothing", default=None, help="... smoothing (as localize)")
     p.add_argument("--peak-window", default=None, help="... window (as localize)")
+    p.add_argument("--min-particles", type=int, default=None, metavar="N",
+                   help="tune a class only on at least N of its ground-truth particles in the runs (default 20)")
     p.add_argument("-o", "--output", default=None, metavar="YAML", help="write the tuned localize block here")
 
 
@@ -55,7 +59,7 @@ def run(args) -> int:
         runs_with_probabilities,
     )
     from pipeline.run.select import objects_for_segmentation
-    from pipeline.tune import RunData, format_result, tune
+    from pipeline.tune import MIN_PARTICLES, RunData, format_result, tune
 
     doc = overlay(
         {"copick_config": args.config, "stages": ["localize"], "evaluate": {}},
@@ -86,7 +90,8 @@ def run(args) -> int:
         raise RunError(f"no ground-truth picks of user '{ev.ground_truth_user_id}' in runs {', '.join(run_ids)}; "
                        "check -gtuid/-gtsid")
     result = tune(runs, objects, cfg.voxel_size, cfg.localize, metric=ev.metric, beta=ev.beta,
-                  distance_threshold_scale=ev.distance_threshold_scale)
+                  distance_threshold_scale=ev.distance_threshold_scale,
+                  min_particles=MIN_PARTICLES if args.min_particles is None else args.min_particles)
     print(f"tuned on {len(runs)} run(s): {', '.join(run_ids)}")
     print(format_result(result, ev.metric, ev.beta))
     if args.output:
