@@ -29,9 +29,9 @@ SMOOTHINGS = (0.15, 0.25, 0.35)
 WINDOWS = (0.75, 1.0, 1.5)
 MIN_GAIN = 0.01  # F-beta a class must gain over the settings given to take other ones
 # ... and it must have at least this many ground-truth particles in the runs tuned on: below, a 0.01 gain is a
-# pick or two, and three settings fitted to them do not carry to other runs (validation project: 13-20 particles
-# of beta-galactosidase, beta-amylase, virus-like particle; leave-one-run-out 0.8977 -> 0.9135 on compat's
-# probabilities with this rule, 15-40 all alike; benchmarks/RESULTS.md)
+# pick or two, and three settings fitted to them do not carry to other runs (validation project: 13
+# beta-galactosidase and 16 beta-amylase; leave-one-run-out 0.8977 -> 0.9135 on compat's probabilities with this
+# rule, any floor from 15 to 40 alike; benchmarks/RESULTS.md)
 MIN_PARTICLES = 20
 
 
