@@ -47,6 +47,10 @@ def read_model_config(path: str | Path) -> ModelConfig:
             doc = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         raise ModelError(f"model config {where} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        hint = " (a .pth weights file? -mc takes the YAML, -mw the weights)" if path.endswith((".pth", ".pt")) else ""
+        raise ModelError(f"model config {where} is not a text file{hint}; give the model config YAML that octopi "
+                         "wrote during training") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise ModelError(f"model config {where}: no 'model:' section (top level has {got}); is this an octopi model config?")
@@ -124,9 +128,17 @@ def read_state_dict(weights_path: str | Path) -> dict:
     try:
         obj = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types (pickle, zip, RuntimeError) for unreadable files
+        # torch's first line says what failed; the rest is advice (weights_only=False, file an issue) that does
+        # not apply: tomopick never runs pickled code from a weights file
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # what the unpickler met comes after torch's advice
+            text = "not a state_dict: " + text.split("WeightsUnpickler error:", 1)[1].strip()
+        first = (text.strip().splitlines() or [""])[0][:200]
+        what = ("it holds Python objects besides tensors: save model.state_dict() alone" if "Unsupported global" in text
+                else "a truncated or corrupt copy? copy it again")
         raise ModelError(
-            f"model weights {weights_path!r} cannot be read by torch.load ({type(exc).__name__}: {exc}); "
-            "expected a state_dict saved with torch.save"
+            f"model weights {weights_path!r} cannot be read by torch.load ({type(exc).__name__}: {first}); "
+            f"expected a state_dict saved with torch.save ({what})"
         ) from None
     for key in ("state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

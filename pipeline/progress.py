@@ -54,7 +54,8 @@ class Progress:
     def _status(self, now: float) -> str:
         of = f"/{self.total}" if self.total else ""
         pct = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
-        return f"{self.done}{of} {self.unit}s{pct}, {now - self.t0:.0f} s"
+        unit = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")  # windows, classes
+        return f"{self.done}{of} {unit}{pct}, {now - self.t0:.0f} s"
 
     def close(self) -> None:
         if self._bar is not None:

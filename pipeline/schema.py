@@ -72,6 +72,9 @@ def _per_class(value) -> tuple[bool, object]:
 
 
 def _describe(annotation) -> str:
+    if annotation is dict or typing.get_origin(annotation) is dict:  # the per-class numbers (_per_class)
+        return "a number or a number per object class (e.g. 0.3, {default: 0.25, ribosome: 0.4}, or on the " \
+               "command line default=0.25,ribosome=0.4)"
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 

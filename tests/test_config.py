@@ -68,6 +68,10 @@ def test_one_config_for_several_weights(files):
         (base(localize={"method": "magic"}), r"'localize.method' is 'magic'; choose one of watershed, com"),
         (base(localize={"radius_min_scale": 2.0}), r"radius_min_scale.*<=.*radius_max_scale"),
         (base(localize={"typo": 1}), r"unknown key 'localize.typo'; valid keys under localize"),
+        (base(localize={"thresholds": "ribosome=abc"}),
+         r"'localize.thresholds' should be a number or a number per object class .*default=0.25,ribosome=0.4\), "
+         r"got str 'ribosome=abc'"),
+        (base(localize={"smoothing": {"ribosome": "wide"}}), r"'localize.smoothing' should be a number or a number"),
         (base(output={"on_error": "ignore"}), r"'output.on_error' is 'ignore'; choose one of raise, skip"),
         (base(output={"overwrite": "yes"}), r"'output.overwrite' should be bool, got str"),
         (base(copick_config="nope.json"), r"'copick_config' file '.*nope.json' does not exist"),

@@ -108,6 +108,34 @@ def test_missing_key_names_file_and_key(tmp_path, arch, key):
         load_ensemble(cfg, str(w), device="cpu")
 
 
+def test_weights_given_as_the_model_config_says_so(tmp_path):
+    # a newcomer's slip: -mc and -mw swapped; torch's zip bytes are not text
+    cfg = write_config(tmp_path, TINY["Unet"])
+    w, _ = write_weights(tmp_path, cfg)
+    with pytest.raises(ModelError, match=r"\.pth' is not a text file \(a \.pth weights file\? -mc takes the YAML"):
+        read_model_config(w)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text"])
+def test_an_unreadable_weights_file_gets_one_line(tmp_path, damage):
+    cfg = write_config(tmp_path, TINY["Unet"])
+    w, _ = write_weights(tmp_path, cfg)
+    data = open(w, "rb").read()
+    with open(w, "wb") as fh:
+        fh.write(data[: len(data) // 2] if damage == "truncated" else b"not weights at all\n" * 50)
+    with pytest.raises(ModelError, match=r"model\.pth' cannot be read by torch\.load .*truncated or corrupt") as info:
+        load_ensemble(cfg, w, device="cpu")
+    assert "\n" not in str(info.value) and "weights_only` set to `False`" not in str(info.value)
+
+
+def test_weights_with_python_objects_say_what_to_save(tmp_path):
+    cfg = write_config(tmp_path, TINY["Unet"])
+    w = tmp_path / "checkpoint.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "optimizer": ModelError("not a tensor")}, w)
+    with pytest.raises(ModelError, match=r"checkpoint\.pth' .*Unsupported global.*save model\.state_dict\(\) alone"):
+        load_ensemble(cfg, str(w), device="cpu")
+
+
 def test_missing_labels(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump({"model": TINY["Unet"]}))

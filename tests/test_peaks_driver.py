@@ -116,3 +116,27 @@ def test_min_score_leaves_out_low_scored_picks(peaks_projects):
         assert (out / "scores.png").stat().st_size > 10_000
     kept = sum(int((s >= 0.6).sum()) for _, s in picks_and_scores(chain).values())
     assert counts[0.6] == kept < counts[None]
+
+
+def test_a_misspelled_class_in_the_peaks_settings_is_refused(peaks_projects, caplog):
+    _, chain, probs, _ = peaks_projects
+    argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-psid", "8", "-np", "1"]
+    assert main(argv + ["--threshold", "ribosom=0.4"]) == 2
+    err = caplog.text
+    caplog.clear()
+    assert "'localize.thresholds' (--threshold) names 'ribosom', not a particle object of" in err
+    assert "ribosome" in err.split("particle objects:")[1]
+    assert main(argv + ["--smoothing", "default=0.2,apoferritin=0.3"]) == 2
+    assert "(--smoothing) names 'apoferritin'" in caplog.text
+    caplog.clear()
+    assert main(["tune", "-c", str(chain), "--probabilities", str(probs), "--threshold", "ribosom=0.4"]) == 2
+    assert "names 'ribosom'" in caplog.text
+    # nothing was written under the session asked for
+    assert all(len(p[0]) == 0 for p in picks_and_scores(chain, session="8").values())
+
+
+def test_a_probabilities_folder_that_does_not_exist_is_named(peaks_projects, caplog):
+    _, chain, _, tmp = peaks_projects
+    missing = tmp / "no_such_folder"
+    assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(missing), "-psid", "8"]) == 2
+    assert f"the probabilities folder '{missing}' does not exist" in caplog.text

@@ -64,6 +64,10 @@ def test_progress_logs_lines_without_a_terminal(caplog):
     assert lines[1].startswith("run TS_1: segment: 3/4 windows (75 %)")
     assert lines[-1].startswith("run TS_1: segment: done, 4/4 windows (100 %)")
     caplog.clear()
+    with Progress("run TS_1: localize", total=6, unit="class", interval=0.0, bar=False) as p:
+        p.update(6)
+    assert caplog.records[-1].getMessage().startswith("run TS_1: localize: done, 6/6 classes (100 %)")
+    caplog.clear()
     with Progress("quick", total=2, bar=False) as p:  # the default interval: a short task stays quiet
         p.update(2)
     assert not caplog.records

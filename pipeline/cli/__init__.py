@@ -18,7 +18,7 @@ from pipeline import __version__
 COMMANDS = {
     "run": ("pipeline.cli.run", "run the whole pipeline from a YAML config (same as run_all.py)"),
     "segment": ("pipeline.cli.segment", "segment tomograms with octopi models (TTA, sliding windows)"),
-    "localize": ("pipeline.cli.localize", "turn segmentations into particle picks (watershed or com)"),
+    "localize": ("pipeline.cli.localize", "turn segmentations or class probabilities into particle picks (watershed, com or peaks)"),
     "evaluate": ("pipeline.cli.evaluate", "score picks against ground truth (octopi or CZII rule)"),
     "tune": ("pipeline.cli.tune", "tune the peaks method's per-class settings on runs with ground truth"),
     "report": ("pipeline.cli.report", "merge the reports of a sharded job and score all its runs"),

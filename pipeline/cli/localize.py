@@ -1,4 +1,5 @@
-"""Turn multilabel segmentations into particle picks: watershed (default) or centre of mass, as octopi localize.
+"""Turn multilabel segmentations into particle picks: watershed (default) or centre of mass, as octopi localize;
+or class probabilities, with peaks.
 
 For every run that has the segmentation (others are skipped with a warning) and every particle object: the
 class's mask is opened, split by a distance-transform watershed (or into connected components with --method

@@ -55,6 +55,9 @@ class WorkerContext:
             if first is None:
                 from pipeline.errors import ConfigError
 
+                if not folder.is_dir():
+                    raise ConfigError(f"{cfg.source}: the probabilities folder '{folder}' does not exist; give the "
+                                      "folder that `tomopick segment --save-probabilities` wrote")
                 raise ConfigError(f"{cfg.source}: no probability files (*.h5) in '{folder}'")
             objects = objects_for_segmentation(cfg, project_objects, read_labels(first))
         else:

@@ -150,8 +150,23 @@ def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None) -> dict:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def check_per_class_settings(cfg: RunConfig, project_objects: list[ParticleObject]) -> None:
+    """Every object named in the per-class peaks settings is a particle object of the project: a misspelled name
+    would otherwise leave that class at the default without a word."""
+    names = {o.name for o in project_objects}
+    for key, flag in (("thresholds", "--threshold"), ("smoothing", "--smoothing"), ("peak_window", "--peak-window")):
+        unknown = sorted(k for k in getattr(cfg.localize, key) if k != "default" and k not in names)
+        if unknown:
+            raise ConfigError(
+                f"{cfg.source}: 'localize.{key}' ({flag}) names {', '.join(repr(n) for n in unknown)}, not a particle "
+                f"object of {cfg.copick_config}; particle objects: {', '.join(sorted(names)) or 'none'} "
+                "(or 'default' for every other)"
+            )
+
+
 def objects_for_model(cfg: RunConfig, project_objects: list[ParticleObject], model_labels: dict[str, int]):
     """The particle objects to pick after segmenting: those the model segments (its label ids win)."""
+    check_per_class_settings(cfg, project_objects)
     by_name = {o.name: o for o in project_objects}
     wanted = cfg.localize.pick_objects
     if wanted:
@@ -171,6 +186,7 @@ def objects_for_segmentation(cfg: RunConfig, project_objects: list[ParticleObjec
     Without ``localize.pick_objects``: the log's objects that are particles of the project or, without a log,
     every particle object.
     """
+    check_per_class_settings(cfg, project_objects)
     by_name = {o.name: o for o in project_objects}
     wanted = cfg.localize.pick_objects
     if wanted is None:
