@@ -59,7 +59,7 @@ def evaluate_project(
             f"runs {missing} are not in the project {config_path or ''}; it has {len(known)} runs "
             f"(e.g. {', '.join(sorted(known)[:5])}); check --run-ids"
         )
-    _check_pick_sets_exist(root, runs, {"ground truth": (ground_truth_user_id, ground_truth_session_id),
+    check_pick_sets_exist(root, runs, {"ground truth": (ground_truth_user_id, ground_truth_session_id),
                                         "predicted": (pick_user_id, pick_session_id)}, config_path)
 
     picks: dict[str, dict[str, tuple]] = {}
@@ -110,7 +110,7 @@ def evaluate_project(
     return result
 
 
-def _check_pick_sets_exist(root, runs, wanted: dict, config_path) -> None:
+def check_pick_sets_exist(root, runs, wanted: dict, config_path) -> None:
     """A user/session with no pick file in any run scored is a typo, not a score of 0: say what there is."""
     from pipeline import copick_io
 

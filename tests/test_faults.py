@@ -266,6 +266,32 @@ def test_outputs_nobody_vouches_for_are_not_replaced_without_overwrite(done_copy
     assert picks_files(done_copy, "TS_7_1") == picks_files(done_project, "TS_7_1")
 
 
+def test_a_segment_only_job_after_the_full_job_takes_the_segmentation_that_job_wrote(done_copy, tmp_path, caplog):
+    """run_all's job wrote predict:octopi/1 and its done marker names it: `tomopick segment` into the same
+    segmentation (to save the probabilities, say) is not refused as if someone else had written it."""
+    before = outputs_of(done_copy, "TS_7_0")
+    rc = tomopick(["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
+                   "--device", "cpu", "-runs", "TS_7_0", "--save-probabilities", str(tmp_path / "probs")])
+    assert rc == 0, error_lines(caplog)
+    assert not error_lines(caplog)
+    assert (tmp_path / "probs" / "TS_7_0.h5").is_file()
+    after = outputs_of(done_copy, "TS_7_0")
+    assert {k for k in after if k.startswith("Picks/")} == {k for k in before if k.startswith("Picks/")}
+    # a segmentation that no marker names is still refused
+    caplog.clear()
+    rc = tomopick(["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
+                   "--device", "cpu", "-runs", "TS_7_1", "-seginfo", "predict,someone,1"])
+    assert rc == 0  # nothing there yet: written
+    for marker in (overlay(done_copy) / "logs").glob("done-segment-someone_1_predict/TS_7_1.json"):
+        marker.unlink()
+    caplog.clear()
+    rc = tomopick(["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
+                   "--device", "cpu", "-runs", "TS_7_1", "-seginfo", "predict,someone,1"])
+    assert rc == 2
+    (line,) = error_lines(caplog)
+    assert "TS_7_1: segmentation predict:someone/1" in line and "Pass --overwrite" in line
+
+
 def test_localize_into_the_ground_truth_pick_set_is_refused(synth_project, caplog):
     gt = sorted((overlay(synth_project) / "ExperimentRuns" / "TS_7_0" / "Picks").glob("data-portal_0_*"))
     before = [p.read_bytes() for p in gt]

@@ -140,3 +140,11 @@ def test_a_probabilities_folder_that_does_not_exist_is_named(peaks_projects, cap
     missing = tmp / "no_such_folder"
     assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(missing), "-psid", "8"]) == 2
     assert f"the probabilities folder '{missing}' does not exist" in caplog.text
+
+
+def test_tune_with_a_misspelled_ground_truth_user_lists_the_pick_sets(peaks_projects, caplog):
+    _, chain, probs, _ = peaks_projects
+    code = main(["tune", "-c", str(chain), "--probabilities", str(probs), "-gtuid", "data-portl"])
+    assert code != 0
+    assert "no ground-truth picks of user 'data-portl'" in caplog.text
+    assert "data-portal/0" in caplog.text.split("the picks there are")[1]

@@ -37,9 +37,11 @@ def add_arguments(p) -> None:
     p.add_argument("-obj", "--pick-objects", default=None, help="comma-separated objects (default: all)")
     p.add_argument("-vs", "--voxel-size", type=float, default=None,
                    help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
-    p.add_argument("--threshold", default=None, help="the settings to compare with: thresholds (as localize)")
-    p.add_argument("--smoothing", default=None, help="... smoothing (as localize)")
-    p.add_argument("--peak-window", default=None, help="... window (as localize)")
+    p.add_argument("--threshold", default=None, metavar="T | NAME=T,...",
+                   help="the settings to compare with (default: localize's): peak thresholds, one value or per object, "
+                        "e.g. default=0.25,ribosome=0.4")
+    p.add_argument("--smoothing", default=None, metavar="S | NAME=S,...", help="... smoothing (as localize)")
+    p.add_argument("--peak-window", default=None, metavar="W | NAME=W,...", help="... window (as localize)")
     p.add_argument("--min-particles", type=int, default=None, metavar="N",
                    help="tune a class only on at least N of its ground-truth particles in the runs (default 20)")
     p.add_argument("-o", "--output", default=None, metavar="YAML", help="write the tuned localize block here")
@@ -52,6 +54,7 @@ def run(args) -> int:
     from pipeline.cli.common import list_arg
     from pipeline.config import config_from_dict, overlay
     from pipeline.errors import RunError
+    from pipeline.evaluate_io import check_pick_sets_exist
     from pipeline.probability_files import (
         probability_path,
         read_labels,
@@ -81,6 +84,8 @@ def run(args) -> int:
     objects = objects_for_segmentation(cfg, copick_io.particle_objects(root),
                                        read_labels(probability_path(cfg.localize.probabilities, run_ids[0])))
     ev = cfg.evaluate
+    check_pick_sets_exist(root, run_ids, {"ground-truth": (ev.ground_truth_user_id, ev.ground_truth_session_id)},
+                          cfg.copick_config)
     runs = []
     for run_id in run_ids:
         gt = {o.name: copick_io.read_picks(root, run_id, o.name, ev.ground_truth_user_id, ev.ground_truth_session_id,

@@ -166,8 +166,9 @@ def _refuse_foreign_outputs(cfg: RunConfig, outputs: RunOutputs, todo: list[str]
         more = f" (and {len(foreign) - 5} more runs)" if len(foreign) > 5 else ""
         raise RunError(
             f"{cfg.copick_config}: {len(foreign)} run(s) already have outputs that this job would replace and that "
-            f"it did not write: {listing}{more}. Pass --overwrite (output.overwrite: true) to replace them, or "
-            "write elsewhere (another localize.pick_session_id / segment.write_segmentation)"
+            f"tomopick did not write: {listing}{more}. Pass --overwrite (output.overwrite: true) to replace them, or "
+            "write elsewhere (another pick session: -psid, localize.pick_session_id; another segmentation: -seginfo, "
+            "segment.write_segmentation)"
         )
 
 

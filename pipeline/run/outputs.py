@@ -54,12 +54,39 @@ class RunOutputs:
         return found
 
     def foreign(self, run_id: str) -> list[str]:
-        """Existing outputs of a run that is not done and that no tomopick job of this output was writing."""
+        """Existing outputs of a run that is not done and that no tomopick job was writing or finished: a job
+        of another kind (run_all's full job, then `tomopick segment` on the same segmentation) vouches for what
+        its done marker names."""
         from pipeline import overlay_files
 
         if overlay_files.writing_marker(self.root, run_id, self.key).is_file():
             return []
-        return self.existing(run_id)
+        vouched = self._vouched(run_id)
+        return [found for found in self.existing(run_id) if found not in vouched]
+
+    def _vouched(self, run_id: str) -> set[str]:
+        """The outputs, spelled as ``existing`` spells them, that any tomopick done marker of the run names."""
+        import json
+
+        from pipeline import overlay_files
+
+        logs = overlay_files.overlay_root(self.root) / "logs"
+        vouched: set[str] = set()
+        for folder in logs.glob("done-*") if logs.is_dir() else ():
+            try:
+                info = json.loads((folder / f"{run_id}.json").read_text())
+            except (OSError, ValueError):
+                continue  # no marker for this run here, or one that cannot be read: vouches for nothing
+            if not isinstance(info, dict):
+                continue
+            if info.get("segmentation"):
+                vouched.add(f"segmentation {info['segmentation']}")
+            if self.picks and folder.name == f"done-{self.key}" and info.get("picks"):
+                user, session = self._pick_ids()
+                names = [o.name for o in self.objects if o.name in info["picks"]]
+                if names:
+                    vouched.add(f"picks {user}/{session} of {', '.join(names)}")
+        return vouched
 
     def _backup(self, run_id: str) -> dict:
         """What writing this run replaces, read into memory (nothing when there is nothing to replace)."""
