@@ -277,6 +277,17 @@ def test_a_segment_only_job_after_the_full_job_takes_the_segmentation_that_job_w
     assert (tmp_path / "probs" / "TS_7_0.h5").is_file()
     after = outputs_of(done_copy, "TS_7_0")
     assert {k for k in after if k.startswith("Picks/")} == {k for k in before if k.startswith("Picks/")}
+    # the picks now predate their segmentation: a localize job picks that run again (and only that run), once
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    localize = ["localize", "-c", str(done_copy), "-sinfo", "predict,octopi,1", "-np", "1", "--device", "cpu"]
+    assert tomopick(localize) == 0, error_lines(caplog)
+    redone = [r.getMessage() for r in caplog.records if "was written after its picks" in r.getMessage()]
+    assert redone and all(m.startswith("run TS_7_0: segmentation predict:octopi/1") for m in redone), redone
+    assert done_marker(done_copy, "TS_7_0").stat().st_mtime_ns > done_marker(done_copy, "TS_7_1").stat().st_mtime_ns
+    caplog.clear()
+    assert tomopick(localize) == 0
+    assert not [r for r in caplog.records if "was written after its picks" in r.getMessage()]
     # a segmentation that no marker names is still refused
     caplog.clear()
     rc = tomopick(["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",

@@ -148,3 +148,25 @@ def test_tune_with_a_misspelled_ground_truth_user_lists_the_pick_sets(peaks_proj
     assert code != 0
     assert "no ground-truth picks of user 'data-portl'" in caplog.text
     assert "data-portal/0" in caplog.text.split("the picks there are")[1]
+
+
+def test_picks_older_than_their_probability_file_are_picked_again(peaks_projects, caplog):
+    import logging
+    import os
+
+    _, chain, probs, _ = peaks_projects
+    argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "--threshold", "0.2",
+            "-np", "1"]
+    caplog.set_level(logging.INFO)
+    assert main(argv) == 0  # done already: nothing redone
+    assert not [r for r in caplog.records if "written after its picks" in r.getMessage()]
+    before = picks_and_scores(chain)
+    later = os.stat(probs / "TS_7_1.h5").st_mtime_ns + 10**9  # as if `segment --save-probabilities` ran again
+    os.utime(probs / "TS_7_1.h5", ns=(later, later))
+    caplog.clear()
+    assert main(argv) == 0
+    redone = [r.getMessage() for r in caplog.records if "written after its picks" in r.getMessage()]
+    assert redone and all(m.startswith(f"run TS_7_1: probability file {probs / 'TS_7_1.h5'}") for m in redone)
+    after = picks_and_scores(chain)
+    for key in before:  # the same probabilities: the same picks
+        np.testing.assert_array_equal(before[key][0], after[key][0])

@@ -6,7 +6,8 @@ class's mask is opened, split by a distance-transform watershed (or into connect
 com), regions between the volumes of spheres of radius-min-scale x radius and radius-max-scale x radius are
 kept, their centroids merged within radius-min-scale x radius and dropped within 0.5% of the border, and the
 picks written as NAME picks of --pick-user-id / --pick-session-id (identity orientations). Runs picked
-already by an earlier job are skipped (a job resumes where it stopped); --overwrite redoes them, and picks
+already by an earlier job are skipped (a job resumes where it stopped) unless their segmentation or
+probability file was written after their picks; --overwrite redoes them, and picks
 that tomopick did not write are never replaced without it. This is the driver of `run_all.py` with only the localize stage on.
 
 Label ids come from the segmentation's log (<overlay_root>/logs/segment-{user}_{session}_{name}.yaml) when it

@@ -131,11 +131,17 @@ def marker_key(cfg: RunConfig) -> str:
 
 
 def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
-    """A run is done when its marker exists (written last) and its outputs are there."""
+    """A run is done when its marker exists (written last), its outputs are there, and what a localize-only
+    job reads was not rewritten since (picks made from a segmentation that was redone are picked again)."""
     from pipeline import copick_io, overlay_files
 
-    if not overlay_files.run_done_marker(root, run_id, marker_key(cfg)).is_file():
+    marker = overlay_files.run_done_marker(root, run_id, marker_key(cfg))
+    if not marker.is_file():
         return False  # never finished (or written before markers existed): redo it
+    rewritten = _input_rewritten_since(cfg, run_id, marker)
+    if rewritten:
+        log.info("run %s: %s was written after its picks; picking it again", run_id, rewritten)
+        return False
     loc = cfg.localize
     if cfg.has("localize") and not all(
         copick_io.picks_exist(root, run_id, o.name, loc.pick_user_id, loc.pick_session_id) for o in objects
@@ -143,6 +149,34 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
         return False
     seg = written_segmentation(cfg)
     return seg is None or copick_io.segmentation_exists(root, run_id, cfg.voxel_size, seg)
+
+
+def _input_rewritten_since(cfg: RunConfig, run_id: str, marker: Path) -> str | None:
+    """What a localize-only job reads that a later job rewrote after ``marker`` (the run's picks) was written:
+    a segmentation that another tomopick job's done marker names, or the run's probability file."""
+    import json
+
+    made = marker.stat().st_mtime_ns
+    seg = input_segmentation(cfg)
+    if seg is not None:
+        for folder in marker.parent.parent.glob("done-*"):
+            other = folder / f"{run_id}.json"
+            if folder == marker.parent or not other.is_file() or other.stat().st_mtime_ns <= made:
+                continue
+            try:
+                info = json.loads(other.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(info, dict) and info.get("segmentation") == seg.uri():
+                return f"segmentation {seg.uri()}"
+    folder = input_probabilities(cfg)
+    if folder is not None:
+        from pipeline.probability_files import probability_path
+
+        path = Path(probability_path(folder, run_id))
+        if path.is_file() and path.stat().st_mtime_ns > made:
+            return f"probability file {path}"
+    return None
 
 
 def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None) -> dict:
