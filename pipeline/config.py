@@ -247,7 +247,7 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
         if cfg.copick_config is None:
             cfg.copick_config = str(Path(cfg.synthetic.out) / "config.json")
     elif check_files and not Path(cfg.copick_config).is_file():
-        raise ConfigError(f"{source}: 'copick_config' file '{cfg.copick_config}' does not exist; fix the path")
+        raise ConfigError(f"{source}: 'copick_config' (-c) file '{cfg.copick_config}' does not exist; fix the path")
 
     if cfg.has("segment"):
         _check_model(cfg, source, base, check_files)

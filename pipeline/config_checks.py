@@ -145,10 +145,10 @@ def _check_model(cfg: RunConfig, source: str, base: Path, check_files: bool) -> 
     m.configs = [_resolve(p, base) for p in m.configs]
     m.weights = [_resolve(p, base) for p in m.weights]
     if check_files:
-        for key, paths in (("model.configs", m.configs), ("model.weights", m.weights)):
+        for key, flag, paths in (("model.configs", "-mc", m.configs), ("model.weights", "-mw", m.weights)):
             for p in paths:
                 if not Path(p).is_file():
-                    raise ConfigError(f"{source}: '{key}' file '{p}' does not exist; fix the path")
+                    raise ConfigError(f"{source}: '{key}' ({flag}) file '{p}' does not exist; fix the path")
 
 
 def _with_tuned(data: dict, source: str, base: Path) -> dict:
