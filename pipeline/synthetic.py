@@ -260,7 +260,7 @@ def make_synthetic_project(
         overlay = build / "overlay"
         overlay.mkdir()
         (build / "config.json").write_text(json.dumps(copick_config_dict(overlay), indent=2))
-        root = copick_io.copick.from_file(str(build / "config.json"))
+        root = copick_io.open_project(build / "config.json")
         t0 = time.perf_counter()
         iterator = range(runs)
         if progress:
