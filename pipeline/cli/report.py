@@ -35,7 +35,7 @@ def run(args) -> int:
     if cfg.evaluate is not None:
         objects = objects_for_report(cfg, root)
         run_ids, _ = select_runs(cfg, root)
-        done = [r for r in run_ids if run_is_done(cfg, root, r, objects)]
+        done = [r for r in run_ids if run_is_done(cfg, root, r, objects, say_why=False)]
         if not done:
             raise RunError(f"{cfg.copick_config}: none of the {len(run_ids)} selected run(s) is done yet; run the "
                            "shards first")

@@ -246,7 +246,8 @@ class RunLoop:
         holder = self.claims.acquire(run_id)
         if holder is not None:
             return CLAIMED, f"being done by another driver ({holder})"
-        if not self.cfg.output.overwrite and run_is_done(self.cfg, self.ctx.root, run_id, self.ctx.objects):
+        if not self.cfg.output.overwrite and run_is_done(self.cfg, self.ctx.root, run_id, self.ctx.objects,
+                                                         say_why=False):
             self.claims.release(run_id)
             return SKIPPED_DONE, "done by another driver meanwhile"
         return None

@@ -130,7 +130,7 @@ def marker_key(cfg: RunConfig) -> str:
     return f"segment-{seg.user_id}_{seg.session_id}_{seg.name}" if seg else "segment"
 
 
-def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
+def run_is_done(cfg: RunConfig, root, run_id: str, objects, *, say_why: bool = True) -> bool:
     """A run is done when its marker exists (written last), its outputs are there, and what a localize-only
     job reads was not rewritten since (picks made from a segmentation that was redone are picked again)."""
     from pipeline import copick_io, overlay_files
@@ -140,7 +140,8 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects) -> bool:
         return False  # never finished (or written before markers existed): redo it
     rewritten = _input_rewritten_since(cfg, run_id, marker)
     if rewritten:
-        log.info("run %s: %s was written after its picks; picking it again", run_id, rewritten)
+        if say_why:  # once per job: the loop asks again when it claims the run
+            log.info("run %s: %s was written after its picks; picking it again", run_id, rewritten)
         return False
     loc = cfg.localize
     if cfg.has("localize") and not all(
