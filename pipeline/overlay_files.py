@@ -82,6 +82,22 @@ def run_done_marker(root, run_id: str, key: str) -> Path:
     return overlay_root(root) / "logs" / f"done-{key}" / f"{run_id}.json"
 
 
+def run_done_markers(root, run_id: str) -> list[tuple[str, dict, int]]:
+    """Every done marker of a run, whichever job wrote it: (key, content, modification time in ns). A marker
+    that cannot be read vouches for nothing and is left out."""
+    logs = overlay_root(root) / "logs"
+    found = []
+    for folder in sorted(logs.glob("done-*")) if logs.is_dir() else ():
+        path = folder / f"{run_id}.json"
+        try:
+            info, mtime = json.loads(path.read_text()), path.stat().st_mtime_ns
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict):
+            found.append((folder.name[len("done-"):], info, mtime))
+    return found
+
+
 def mark_run_done(root, run_id: str, key: str, info: dict) -> Path:
     return atomic.write_text(run_done_marker(root, run_id, key), json.dumps(_plain(info), indent=1))
 

@@ -66,22 +66,13 @@ class RunOutputs:
 
     def _vouched(self, run_id: str) -> set[str]:
         """The outputs, spelled as ``existing`` spells them, that any tomopick done marker of the run names."""
-        import json
-
         from pipeline import overlay_files
 
-        logs = overlay_files.overlay_root(self.root) / "logs"
         vouched: set[str] = set()
-        for folder in logs.glob("done-*") if logs.is_dir() else ():
-            try:
-                info = json.loads((folder / f"{run_id}.json").read_text())
-            except (OSError, ValueError):
-                continue  # no marker for this run here, or one that cannot be read: vouches for nothing
-            if not isinstance(info, dict):
-                continue
+        for key, info, _ in overlay_files.run_done_markers(self.root, run_id):
             if info.get("segmentation"):
                 vouched.add(f"segmentation {info['segmentation']}")
-            if self.picks and folder.name == f"done-{self.key}" and info.get("picks"):
+            if self.picks and key == self.key and isinstance(info.get("picks"), dict):
                 user, session = self._pick_ids()
                 names = [o.name for o in self.objects if o.name in info["picks"]]
                 if names:

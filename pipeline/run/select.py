@@ -138,7 +138,7 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects, *, say_why: bool = T
     marker = overlay_files.run_done_marker(root, run_id, marker_key(cfg))
     if not marker.is_file():
         return False  # never finished (or written before markers existed): redo it
-    rewritten = _input_rewritten_since(cfg, run_id, marker)
+    rewritten = _input_rewritten_since(cfg, root, run_id, marker)
     if rewritten:
         if say_why:  # once per job: the loop asks again when it claims the run
             log.info("run %s: %s was written after its picks; picking it again", run_id, rewritten)
@@ -152,23 +152,17 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects, *, say_why: bool = T
     return seg is None or copick_io.segmentation_exists(root, run_id, cfg.voxel_size, seg)
 
 
-def _input_rewritten_since(cfg: RunConfig, run_id: str, marker: Path) -> str | None:
+def _input_rewritten_since(cfg: RunConfig, root, run_id: str, marker: Path) -> str | None:
     """What a localize-only job reads that a later job rewrote after ``marker`` (the run's picks) was written:
     a segmentation that another tomopick job's done marker names, or the run's probability file."""
-    import json
+    from pipeline import overlay_files
 
     made = marker.stat().st_mtime_ns
     seg = input_segmentation(cfg)
     if seg is not None:
-        for folder in marker.parent.parent.glob("done-*"):
-            other = folder / f"{run_id}.json"
-            if folder == marker.parent or not other.is_file() or other.stat().st_mtime_ns <= made:
-                continue
-            try:
-                info = json.loads(other.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(info, dict) and info.get("segmentation") == seg.uri():
+        own = marker_key(cfg)
+        for key, info, mtime in overlay_files.run_done_markers(root, run_id):
+            if key != own and mtime > made and info.get("segmentation") == seg.uri():
                 return f"segmentation {seg.uri()}"
     folder = input_probabilities(cfg)
     if folder is not None:
