@@ -25,13 +25,17 @@ print(json.dumps([default, during, gc.get_threshold(), gc.get_freeze_count()]))
 """
 
 
+def _python(code: str) -> str:
+    """stdout of ``code`` run by a fresh interpreter (a process's collector starts from Python's defaults)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
 def _steps(before: str) -> list:
     import json
 
-    out = subprocess.run([sys.executable, "-c", STEPS.format(before=before)], cwd=REPO, capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(_python(STEPS.format(before=before)).strip().splitlines()[-1])
 
 
 def test_an_own_process_defers_then_freezes_and_restores():
@@ -60,9 +64,7 @@ def test_declaring_an_own_process_takes_both_parts():
             "print(networks._lean, gc.get_threshold()[0] == collector.STARTUP_GEN0_THRESHOLD)\n"
             "own_process.declare()\n"
             "print(networks._lean, gc.get_threshold()[0] == collector.STARTUP_GEN0_THRESHOLD)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["False", "False", "True", "True"]
+    assert _python(code).split() == ["False", "False", "True", "True"]
 
 
 def test_a_worker_context_marks_the_end_of_start_up(synth_project, tmp_path):
