@@ -41,16 +41,59 @@ def read_labels(path) -> dict[str, int]:
                        "with `tomopick segment --save-probabilities` (or segment.save_probabilities)") from None
 
 
-def read_probabilities(path) -> np.ndarray:
-    """The (classes, z, y, x) float16 probabilities of one file; a clear error naming it when it is damaged."""
+def read_voxel_size(path) -> float | None:
+    """The voxel size (Angstrom) a probability file was segmented at; None for files written before it was
+    recorded (2026-12-03)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            value = fh["probabilities"].attrs.get("voxel_size")
+    except (OSError, KeyError, ValueError) as exc:
+        raise RunError(f"probabilities '{path}': cannot read them ({type(exc).__name__}: {exc}); re-write them "
+                       "with `tomopick segment --save-probabilities`") from None
+    return None if value is None else float(value)
+
+
+def check_voxel_size(path, recorded: float | None, voxel_size: float) -> None:
+    """Refuse probabilities segmented at another voxel size: every pick would land at the wrong place."""
+    if recorded is not None and abs(recorded - float(voxel_size)) > 1e-3 * max(1.0, recorded):
+        raise RunError(f"probabilities '{path}' were segmented at {recorded:g} A, but this job's voxel size is "
+                       f"{float(voxel_size):g} A; give -vs/--voxel-size {recorded:g} (or the probabilities of "
+                       f"a segmentation at {float(voxel_size):g} A)")
+
+
+def check_fits_tomogram(probabilities: np.ndarray, path, root, run_id: str, voxel_size: float, tomo_alg: str) -> None:
+    """The run's tomogram at ``voxel_size`` has the probabilities' (z, y, x) shape: the check for files that do
+    not record their voxel size, and for probabilities of another project's run of the same name."""
+    from pipeline import copick_io
+
+    try:
+        shape = copick_io.tomogram_shape(root, run_id, voxel_size, tomo_alg)
+    except RunError as exc:
+        if "no voxel spacing" in str(exc):
+            raise RunError(f"{exc}; the probabilities '{path}' cannot be placed in this run") from None
+        return  # no such tomogram type at this voxel size: the recorded voxel size is the only check
+    if tuple(probabilities.shape[1:]) != tuple(shape):
+        raise RunError(f"probabilities '{path}': (z, y, x) shape {tuple(probabilities.shape[1:])}, but run "
+                       f"'{run_id}' has the tomogram {tomo_alg}@{float(voxel_size):g} of shape {tuple(shape)}; "
+                       "they were segmented from another tomogram or at another voxel size (-vs)")
+
+
+def read_probabilities(path, voxel_size: float | None = None) -> np.ndarray:
+    """The (classes, z, y, x) float16 probabilities of one file; a clear error naming it when it is damaged, or
+    when ``voxel_size`` is given and the file was segmented at another."""
     import h5py
 
     try:
         with h5py.File(path, "r") as fh:
             data = fh["probabilities"][...]
+            recorded = fh["probabilities"].attrs.get("voxel_size")
     except (OSError, KeyError, ValueError) as exc:
         raise RunError(f"probabilities '{path}': cannot read them ({type(exc).__name__}: {exc}); re-write them "
                        "with `tomopick segment --save-probabilities`") from None
+    if voxel_size is not None:
+        check_voxel_size(path, None if recorded is None else float(recorded), voxel_size)
     if data.ndim != 4:
         raise RunError(f"probabilities '{path}': shape {data.shape}, expected (classes, z, y, x)")
     if not np.all(np.isfinite(data)):

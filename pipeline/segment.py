@@ -366,10 +366,11 @@ def _warn_host_stitching_once(dev) -> None:
         _warned_host_stitching = True
 
 
-def save_probabilities(path, probabilities, labels: dict[str, int]) -> None:
+def save_probabilities(path, probabilities, labels: dict[str, int], voxel_size: float | None = None) -> None:
     """Per-class probabilities (classes, z, y, x) -> HDF5 ``probabilities`` (float16, chunked, gzip) + label names.
 
-    Attributes: ``labels`` (JSON object name -> class index) and ``axes`` = "c,z,y,x". Read with
+    Attributes: ``labels`` (JSON object name -> class index), ``axes`` = "c,z,y,x" and, when given,
+    ``voxel_size`` (Angstrom; a reader at another voxel size is refused instead of scaling every pick). Read with
     ``h5py.File(path)["probabilities"][label]`` or drag into napari via an HDF5 reader.
     """
     import json
@@ -391,4 +392,6 @@ def save_probabilities(path, probabilities, labels: dict[str, int]) -> None:
                                compression_opts=4, shuffle=True)
         ds.attrs["labels"] = json.dumps({str(k): int(v) for k, v in labels.items()})
         ds.attrs["axes"] = "c,z,y,x"
+        if voxel_size is not None:
+            ds.attrs["voxel_size"] = float(voxel_size)
     tmp.replace(path)

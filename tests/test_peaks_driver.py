@@ -170,3 +170,44 @@ def test_picks_older_than_their_probability_file_are_picked_again(peaks_projects
     after = picks_and_scores(chain)
     for key in before:  # the same probabilities: the same picks
         np.testing.assert_array_equal(before[key][0], after[key][0])
+
+
+def test_probabilities_at_another_voxel_size_are_refused(peaks_projects, caplog):
+    import shutil
+
+    import h5py
+
+    from pipeline.probability_files import read_voxel_size
+
+    _, chain, probs, tmp = peaks_projects
+    assert read_voxel_size(probs / "TS_7_0.h5") == 10.0
+    # -vs 20 on probabilities segmented at 10 A would double every coordinate: refused before any run
+    assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-vs", "20",
+                 "-psid", "8"]) == 2
+    assert "were segmented at 10 A, but this job's voxel size is 20 A" in caplog.text
+    # a file from before the voxel size was recorded: the run's tomogram at that voxel size is the check
+    old = tmp / "old_probs"
+    shutil.copytree(probs, old)
+    for path in old.glob("*.h5"):
+        with h5py.File(path, "r+") as fh:
+            del fh["probabilities"].attrs["voxel_size"]
+    caplog.clear()
+    assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(old), "-vs", "20",
+                 "-psid", "8"]) != 0
+    assert "no voxel spacing 20 A" in caplog.text and "cannot be placed" in caplog.text
+    assert all(len(p[0]) == 0 for p in picks_and_scores(chain, session="8").values())
+
+
+def test_probabilities_of_another_tomogram_shape_are_refused(peaks_projects, tmp_path):
+    import h5py
+
+    from pipeline.errors import RunError
+    from pipeline.probability_files import check_fits_tomogram
+
+    _, chain, probs, _ = peaks_projects
+    with h5py.File(probs / "TS_7_0.h5", "r") as fh:
+        probabilities = fh["probabilities"][...]
+    root = copick_io.open_project(chain)
+    check_fits_tomogram(probabilities, "p.h5", root, "TS_7_0", 10.0, "wbp")  # the run's own: fits
+    with pytest.raises(RunError, match=r"shape .* but run 'TS_7_0' has the tomogram wbp@10"):
+        check_fits_tomogram(probabilities[:, :-2], "p.h5", root, "TS_7_0", 10.0, "wbp")

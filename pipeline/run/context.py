@@ -48,18 +48,21 @@ class WorkerContext:
             check_labels(ensemble.labels, project_objects, where=f"model config {cfg.model.configs[0]!r}")
             objects = objects_for_model(cfg, project_objects, ensemble.labels)
         elif input_probabilities(cfg) is not None:
-            from pipeline.probability_files import read_labels
+            from pipeline.errors import ConfigError, RunError
+            from pipeline.probability_files import check_voxel_size, read_labels, read_voxel_size
 
             folder = Path(input_probabilities(cfg))
             first = next(iter(sorted(folder.glob("*.h5"))), None)
             if first is None:
-                from pipeline.errors import ConfigError
-
                 if not folder.is_dir():
                     raise ConfigError(f"{cfg.source}: the probabilities folder '{folder}' does not exist; give the "
                                       "folder that `tomopick segment --save-probabilities` wrote")
                 raise ConfigError(f"{cfg.source}: no probability files (*.h5) in '{folder}'")
             objects = objects_for_segmentation(cfg, project_objects, read_labels(first))
+            try:  # refused before any run starts: each would fail alike
+                check_voxel_size(first, read_voxel_size(first), cfg.voxel_size)
+            except RunError as exc:
+                raise ConfigError(f"{cfg.source}: {exc}") from None
         else:
             seg = input_segmentation(cfg)
             log_labels = overlay_files.read_segmentation_labels(root, seg)

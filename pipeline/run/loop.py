@@ -68,9 +68,12 @@ class _Reader(threading.Thread):
         if self.seg is not None:
             return copick_io.read_segmentation(self.ctx.root, run_id, cfg.voxel_size, self.seg)
         if self.probabilities is not None:
-            from pipeline.probability_files import probability_path, read_probabilities
+            from pipeline.probability_files import check_fits_tomogram, probability_path, read_probabilities
 
-            return read_probabilities(probability_path(self.probabilities, run_id))
+            probabilities = read_probabilities(probability_path(self.probabilities, run_id), cfg.voxel_size)
+            check_fits_tomogram(probabilities, probability_path(self.probabilities, run_id), self.ctx.root, run_id,
+                                cfg.voxel_size, cfg.tomo_alg)
+            return probabilities
         volume = copick_io.read_tomogram(self.ctx.root, run_id, cfg.voxel_size, cfg.tomo_alg)
         check_finite(volume, f"run '{run_id}': tomogram {cfg.tomo_alg}@{cfg.voxel_size:g}", cfg.segment.nonfinite)
         if self.ctx.device.is_cuda:
@@ -200,7 +203,7 @@ class RunLoop:
         if s.save_probabilities:
             folder = Path(s.save_probabilities)
             folder.mkdir(parents=True, exist_ok=True)
-            save_probabilities(folder / f"{run_id}.h5", result.probabilities, ensemble.labels)
+            save_probabilities(folder / f"{run_id}.h5", result.probabilities, ensemble.labels, self.cfg.voxel_size)
         probabilities = None
         if needs_probabilities(self.cfg):
             probabilities = result.probabilities.half()  # what peaks reads; half the memory of float32
