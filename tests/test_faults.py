@@ -266,20 +266,29 @@ def test_outputs_nobody_vouches_for_are_not_replaced_without_overwrite(done_copy
     assert picks_files(done_copy, "TS_7_1") == picks_files(done_project, "TS_7_1")
 
 
-def test_a_segment_only_job_after_the_full_job_takes_the_segmentation_that_job_wrote(done_copy, tmp_path, caplog):
-    """run_all's job wrote predict:octopi/1 and its done marker names it: `tomopick segment` into the same
-    segmentation (to save the probabilities, say) is not refused as if someone else had written it."""
+def test_a_finished_segmentation_is_not_segmented_again_by_another_job_without_overwrite(done_copy, tmp_path,
+                                                                                        caplog):
+    """run_all's job wrote predict:octopi/1 and its done marker names it. `tomopick segment` into the same
+    segmentation counts it as done (and says its probabilities were not saved); with --overwrite it segments
+    again, and the picks made from the old segmentation are picked again. A full job with other picks does not
+    replace a segmentation another job finished either."""
     before = outputs_of(done_copy, "TS_7_0")
-    rc = tomopick(["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
-                   "--device", "cpu", "-runs", "TS_7_0", "--save-probabilities", str(tmp_path / "probs")])
-    assert rc == 0, error_lines(caplog)
-    assert not error_lines(caplog)
+    segment = ["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
+               "--device", "cpu", "-runs", "TS_7_0", "--save-probabilities", str(tmp_path / "probs")]
+    caplog.set_level(logging.INFO)
+    assert tomopick(segment) == 0, error_lines(caplog)
+    assert outputs_of(done_copy, "TS_7_0") == before
+    assert "segmentation predict:octopi/1 was finished by an earlier tomopick job (a full job, picks octopi/1)" \
+        in caplog.text
+    assert "have no probabilities in" in caplog.text and "--overwrite" in caplog.text
+    assert not (tmp_path / "probs" / "TS_7_0.h5").exists()
+    caplog.clear()
+    assert tomopick([*segment, "--overwrite"]) == 0, error_lines(caplog)
     assert (tmp_path / "probs" / "TS_7_0.h5").is_file()
     after = outputs_of(done_copy, "TS_7_0")
     assert {k for k in after if k.startswith("Picks/")} == {k for k in before if k.startswith("Picks/")}
     # the picks now predate their segmentation: a localize job picks that run again (and only that run), once
     caplog.clear()
-    caplog.set_level(logging.INFO)
     localize = ["localize", "-c", str(done_copy), "-sinfo", "predict,octopi,1", "-np", "1", "--device", "cpu"]
     assert tomopick(localize) == 0, error_lines(caplog)
     redone = [r.getMessage() for r in caplog.records if "was written after its picks" in r.getMessage()]
@@ -288,6 +297,16 @@ def test_a_segment_only_job_after_the_full_job_takes_the_segmentation_that_job_w
     caplog.clear()
     assert tomopick(localize) == 0
     assert not [r for r in caplog.records if "was written after its picks" in r.getMessage()]
+    # a full job into other picks would segment both runs again: refused before any work, naming the way on
+    caplog.clear()
+    seg_before = {k: v for k, v in outputs_of(done_copy, "TS_7_1").items() if k.startswith("Segmentations/")}
+    assert run_yaml(tmp_path, done_copy, localize={"pick_session_id": "9"}) == 2
+    (line,) = error_lines(caplog)
+    assert "2 run(s) have the segmentation predict:octopi/1 finished by an earlier tomopick job" in line
+    assert "TS_7_0 (by tomopick segment); TS_7_1 (by a full job, picks octopi/1)" in line
+    assert "Pass --overwrite" in line
+    assert "tomopick localize -sinfo" in line
+    assert {k: v for k, v in outputs_of(done_copy, "TS_7_1").items() if k.startswith("Segmentations/")} == seg_before
     # a segmentation that no marker names is still refused
     caplog.clear()
     rc = tomopick(["segment", "-c", str(done_copy), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
@@ -439,6 +458,17 @@ def test_bad_scoring_settings_are_refused_before_any_segmentation(evaluate, key,
     assert run_yaml(tmp_path, synth_project, evaluate=evaluate) == 2
     (line,) = error_lines(caplog)
     assert key in line and "run.yaml" in line
+    assert snapshot(overlay(synth_project)) == before
+
+
+def test_a_misspelled_ground_truth_user_is_refused_before_any_segmentation(synth_project, tmp_path, monkeypatch,
+                                                                         caplog):
+    no_segmenting(monkeypatch)
+    before = snapshot(overlay(synth_project))
+    assert run_yaml(tmp_path, synth_project, evaluate={"ground_truth_user_id": "data-portl"}) == 2
+    (line,) = error_lines(caplog)
+    assert "run.yaml" in line and "no ground truth picks of user 'data-portl'" in line
+    assert "data-portal/0" in line and "evaluate.ground_truth_user_id" in line
     assert snapshot(overlay(synth_project)) == before
 
 

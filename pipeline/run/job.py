@@ -71,6 +71,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     # the job's own context validates models and labels before any work, also when workers do the runs
     ctx = WorkerContext.open(cfg, device if len(devices) == 1 and not on_ray else resolve_device("cpu"), root=root)
     run_ids, skipped_missing = select_runs(cfg, root)
+    if cfg.evaluate is not None and cfg.stages:
+        _check_ground_truth_exists(cfg, root)
 
     todo, records = [], []
     for run_id in run_ids:
@@ -81,9 +83,11 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     if records:
         log.info("%d run(s) are done already and are skipped (--overwrite / output.overwrite: true redoes them)",
                  len(records))
+        _warn_unsaved_probabilities(cfg, [r.run_id for r in records])
     outputs = RunOutputs(root, cfg, ctx.objects)
     if not cfg.output.overwrite:
         _refuse_foreign_outputs(cfg, outputs, todo)
+        _refuse_replacing_finished_segmentations(cfg, root, todo)
     out_dir = output_dir(cfg, root)
     result = JobResult(records, 0.0, device, skipped_missing=skipped_missing)
     if todo and cfg.stages:
@@ -169,6 +173,62 @@ def _refuse_foreign_outputs(cfg: RunConfig, outputs: RunOutputs, todo: list[str]
             f"tomopick did not write: {listing}{more}. Pass --overwrite (output.overwrite: true) to replace them, or "
             "write elsewhere (another pick session: -psid, localize.pick_session_id; another segmentation: -seginfo, "
             "segment.write_segmentation)"
+        )
+
+
+def _check_ground_truth_exists(cfg: RunConfig, root) -> None:
+    """A misspelled ground-truth user or session stops the job before any work, not after the last run."""
+    from pipeline.errors import ConfigError, RunError
+    from pipeline.evaluate_io import check_pick_sets_exist, project_run_ids
+
+    ev = cfg.evaluate
+    try:
+        check_pick_sets_exist(root, project_run_ids(root),
+                              {"ground truth": (ev.ground_truth_user_id, ev.ground_truth_session_id)},
+                              cfg.copick_config)
+    except RunError as exc:
+        raise ConfigError(f"{cfg.source}: {exc} (in a run config: evaluate.ground_truth_user_id / "
+                          "ground_truth_session_id)") from None
+
+
+def _warn_unsaved_probabilities(cfg: RunConfig, skipped: list[str]) -> None:
+    """Runs skipped as done save no probabilities: say so, rather than leave the folder without them."""
+    folder = cfg.segment.save_probabilities if cfg.has("segment") else None
+    if not folder:
+        return
+    from pipeline.probability_files import probability_path
+
+    missing = [run_id for run_id in skipped if not probability_path(folder, run_id).is_file()]
+    if missing:
+        listing = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        log.warning("%d run(s) skipped as done have no probabilities in %s (%s): their segmentation is not redone; "
+                    "--overwrite (output.overwrite: true) segments them again and saves them", len(missing), folder,
+                    listing)
+
+
+def _refuse_replacing_finished_segmentations(cfg: RunConfig, root, todo: list[str]) -> None:
+    """A job that picks would segment again, and replace, a segmentation another tomopick job finished (a
+    `tomopick segment` job, or a full job with other picks): never without --overwrite."""
+    if not (cfg.has("segment") and cfg.has("localize")):
+        return
+    from pipeline import overlay_files
+    from pipeline.errors import RunError
+    from pipeline.run.select import _describe_key, marker_key, segmentation_finished_by
+
+    key = marker_key(cfg)
+    finished = {run_id: by for run_id in todo
+                if not overlay_files.writing_marker(root, run_id, key).is_file()
+                and (by := segmentation_finished_by(cfg, root, run_id))}
+    if finished:
+        seg = written_segmentation(cfg)
+        listing = "; ".join(f"{run_id} (by {_describe_key(by)})" for run_id, by in list(finished.items())[:5])
+        more = f" (and {len(finished) - 5} more runs)" if len(finished) > 5 else ""
+        raise RunError(
+            f"{cfg.copick_config}: {len(finished)} run(s) have the segmentation {seg.uri()} finished by an earlier "
+            f"tomopick job, which this job would segment again and replace: {listing}{more}. Pass --overwrite "
+            "(output.overwrite: true) to replace it; write another segmentation (segment.write_segmentation, "
+            "-seginfo); or pick from that one without segmenting (stages: [localize] with localize.segmentation, "
+            "or `tomopick localize -sinfo`)"
         )
 
 

@@ -137,6 +137,11 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects, *, say_why: bool = T
 
     marker = overlay_files.run_done_marker(root, run_id, marker_key(cfg))
     if not marker.is_file():
+        if not cfg.has("localize") and (by := segmentation_finished_by(cfg, root, run_id)):
+            if say_why:
+                log.info("run %s: segmentation %s was finished by an earlier tomopick job (%s); skipped",
+                         run_id, written_segmentation(cfg).uri(), _describe_key(by))
+            return True  # segment-only: the segmentation is what it writes, and it is there, finished
         return False  # never finished (or written before markers existed): redo it
     rewritten = _input_rewritten_since(cfg, root, run_id, marker)
     if rewritten:
@@ -150,6 +155,34 @@ def run_is_done(cfg: RunConfig, root, run_id: str, objects, *, say_why: bool = T
         return False
     seg = written_segmentation(cfg)
     return seg is None or copick_io.segmentation_exists(root, run_id, cfg.voxel_size, seg)
+
+
+def segmentation_finished_by(cfg: RunConfig, root, run_id: str) -> str | None:
+    """The done-marker key of another tomopick job that finished the segmentation this job writes, when the
+    run has that segmentation and this job's own marker does not name it: replacing it silently would change
+    what that job's marker vouches for (and the picks made from it)."""
+    from pipeline import copick_io, overlay_files
+
+    seg = written_segmentation(cfg)
+    if seg is None:
+        return None
+    own, others = marker_key(cfg), []
+    for key, info, mtime in overlay_files.run_done_markers(root, run_id):
+        if info.get("segmentation") == seg.uri():
+            if key == own:
+                return None
+            others.append((mtime, key))
+    if others and copick_io.segmentation_exists(root, run_id, cfg.voxel_size, seg):
+        return max(others)[1]  # the job that finished it last
+    return None
+
+
+def _describe_key(key: str) -> str:
+    """A done-marker key in words: ``segment-octopi_7_predict`` or the picks' ``user_session``."""
+    if key.startswith("segment-"):
+        return "tomopick segment"
+    user, _, session = key.rpartition("_")
+    return f"a full job, picks {user}/{session}"
 
 
 def _input_rewritten_since(cfg: RunConfig, root, run_id: str, marker: Path) -> str | None:
