@@ -211,3 +211,21 @@ def test_probabilities_of_another_tomogram_shape_are_refused(peaks_projects, tmp
     check_fits_tomogram(probabilities, "p.h5", root, "TS_7_0", 10.0, "wbp")  # the run's own: fits
     with pytest.raises(RunError, match=r"shape .* but run 'TS_7_0' has the tomogram wbp@10"):
         check_fits_tomogram(probabilities[:, :-2], "p.h5", root, "TS_7_0", 10.0, "wbp")
+
+
+def test_runs_skipped_as_done_with_other_settings_are_named(peaks_projects, caplog):
+    import logging
+
+    _, chain, probs, _ = peaks_projects
+    argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-np", "1"]
+    caplog.set_level(logging.INFO)
+    assert main([*argv, "--threshold", "0.2"]) == 0  # the settings the fixture picked with: nothing to say
+    assert "other localize settings" not in caplog.text
+    before = picks_and_scores(chain)
+    caplog.clear()
+    assert main([*argv, "--threshold", "0.3"]) == 0
+    assert "2 run(s) skipped as done were picked with other localize settings (thresholds differ)" in caplog.text
+    assert "--overwrite" in caplog.text
+    after = picks_and_scores(chain)
+    for key in before:  # skipped: the picks stay
+        np.testing.assert_array_equal(before[key][0], after[key][0])

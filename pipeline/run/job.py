@@ -84,6 +84,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         log.info("%d run(s) are done already and are skipped (--overwrite / output.overwrite: true redoes them)",
                  len(records))
         _warn_unsaved_probabilities(cfg, [r.run_id for r in records])
+        _warn_picked_otherwise(cfg, root, [r.run_id for r in records])
     outputs = RunOutputs(root, cfg, ctx.objects)
     if not cfg.output.overwrite:
         _refuse_foreign_outputs(cfg, outputs, todo)
@@ -189,6 +190,18 @@ def _check_ground_truth_exists(cfg: RunConfig, root) -> None:
     except RunError as exc:
         raise ConfigError(f"{cfg.source}: {exc} (in a run config: evaluate.ground_truth_user_id / "
                           "ground_truth_session_id)") from None
+
+
+def _warn_picked_otherwise(cfg: RunConfig, root, skipped: list[str]) -> None:
+    """Runs skipped as done keep picks made with other settings (a tuned file, another method): say so."""
+    from pipeline.run.select import picked_otherwise
+
+    other = picked_otherwise(cfg, root, skipped)
+    if other:
+        keys = sorted({k for ks in other.values() for k in ks})
+        log.warning("%d run(s) skipped as done were picked with other localize settings (%s differ); their picks "
+                    "stay as they are: --overwrite (output.overwrite: true) picks them again with these, or write "
+                    "to another pick session (-psid, localize.pick_session_id)", len(other), ", ".join(keys))
 
 
 def _warn_unsaved_probabilities(cfg: RunConfig, skipped: list[str]) -> None:

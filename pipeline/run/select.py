@@ -4,6 +4,7 @@ the objects to pick. Nothing here computes; everything reads the project through
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -207,9 +208,44 @@ def _input_rewritten_since(cfg: RunConfig, root, run_id: str, marker: Path) -> s
     return None
 
 
-def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None) -> dict:
-    return {"run": run_id, "picks": picks, "segmentation": seg.uri() if seg is not None else None,
+def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None, localize: dict | None = None) -> dict:
+    info = {"run": run_id, "picks": picks, "segmentation": seg.uri() if seg is not None else None,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if localize is not None:
+        info["localize"] = localize
+    return info
+
+
+def localize_settings(cfg: RunConfig) -> dict | None:
+    """The settings that decide a run's picks, as its done marker records them (None without picks): a later
+    job with other settings can say that the runs it skips were picked otherwise."""
+    if not cfg.has("localize"):
+        return None
+    loc = cfg.localize
+    out = {"method": loc.method, "filter_size": loc.filter_size, "radius_min_scale": loc.radius_min_scale,
+           "radius_max_scale": loc.radius_max_scale, "label": loc.label}
+    if loc.method == "peaks":
+        out.update(thresholds=dict(loc.thresholds), smoothing=dict(loc.smoothing), peak_window=dict(loc.peak_window))
+    return out
+
+
+def picked_otherwise(cfg: RunConfig, root, run_ids: list[str]) -> dict[str, list[str]]:
+    """Of runs skipped as done, those whose done marker records other localize settings: {run: [settings]}."""
+    from pipeline import overlay_files
+
+    now = localize_settings(cfg)
+    if now is None:
+        return {}
+    out = {}
+    for run_id in run_ids:
+        try:
+            info = json.loads(overlay_files.run_done_marker(root, run_id, marker_key(cfg)).read_text())
+        except (OSError, ValueError):
+            continue
+        then = info.get("localize") if isinstance(info, dict) else None
+        if isinstance(then, dict) and then != now:
+            out[run_id] = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    return out
 
 
 def check_per_class_settings(cfg: RunConfig, project_objects: list[ParticleObject]) -> None:
