@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from pipeline.errors import ConfigError, ProjectError, RunError
 from pipeline.evaluate import (
@@ -16,6 +17,7 @@ from pipeline.evaluate import (
     score_picks,
 )
 from pipeline.objects import ParticleObject
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,9 @@ def evaluate_project(
     """Read ground-truth and predicted picks of every run and object through ``pipeline.copick_io`` and score
     them (see the module docstring for the rules). ``run_ids`` None: every run of the project. Missing picks
     count as empty. ``min_score``: predicted picks scored lower are left out. ``config_path`` only fills the
-    ``input`` block of the reports; ``progress`` shows a tqdm bar over runs (reading picks through copick is
-    most of the time). The result carries precision-recall curves over the pick score (``pr_curves``)."""
+    ``input`` block of the reports; ``progress`` reports the runs read (reading picks through copick is most of
+    the time) through ``pipeline.progress``: a bar on a terminal, log lines otherwise. The result carries
+    precision-recall curves over the pick score (``pr_curves``)."""
     from pipeline import copick_io
 
     t0 = time.perf_counter()
@@ -65,25 +68,24 @@ def evaluate_project(
     picks: dict[str, dict[str, tuple]] = {}
     scored: dict[str, dict[str, tuple]] = {}
     n_gt = n_pred = 0
-    iterator = runs
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(runs, desc="evaluate: reading picks", unit="run")
-    for run_id in iterator:
-        picks[run_id], scored[run_id] = {}, {}
-        for obj in objects:
-            # missing picks read as an empty array: octopi treats "none" and "empty" alike
-            gt = copick_io.read_picks(root, run_id, obj.name, ground_truth_user_id, ground_truth_session_id,
-                                      voxel_size)
-            pred, scores = copick_io.read_scored_picks(root, run_id, obj.name, pick_user_id, pick_session_id,
-                                                       voxel_size)
-            if min_score is not None:
-                pred, scores = pred[scores >= min_score], scores[scores >= min_score]
-            n_gt += len(gt)
-            n_pred += len(pred)
-            picks[run_id][obj.name] = (pred, gt)
-            scored[run_id][obj.name] = (pred, scores, gt)
+    # through pipeline.progress: a bar on a terminal only; a log file or a pipe gets log lines, never a bar's \r
+    with Progress("evaluate: reading picks", total=len(runs), unit="run") if progress else nullcontext() as reporter:
+        for run_id in runs:
+            picks[run_id], scored[run_id] = {}, {}
+            for obj in objects:
+                # missing picks read as an empty array: octopi treats "none" and "empty" alike
+                gt = copick_io.read_picks(root, run_id, obj.name, ground_truth_user_id, ground_truth_session_id,
+                                          voxel_size)
+                pred, scores = copick_io.read_scored_picks(root, run_id, obj.name, pick_user_id, pick_session_id,
+                                                           voxel_size)
+                if min_score is not None:
+                    pred, scores = pred[scores >= min_score], scores[scores >= min_score]
+                n_gt += len(gt)
+                n_pred += len(pred)
+                picks[run_id][obj.name] = (pred, gt)
+                scored[run_id][obj.name] = (pred, scores, gt)
+            if reporter is not None:
+                reporter.update()
     t_read = time.perf_counter() - t0
     result = score_picks(
         picks, objects, voxel_size, metric=metric, beta=beta, distance_threshold_scale=distance_threshold_scale

@@ -2,7 +2,8 @@
 
 ``Progress`` is what a long step reports to (``with Progress("run TS_1: segment", total=n, unit="window") as p:
 p.update(k)``): a tqdm bar when stderr is a terminal, otherwise (a SLURM log, a pipe) one INFO line at most every
-``interval`` seconds and one at the end, so a log file shows that the job is alive and how far it is.
+``interval`` seconds and one at the end ("done", or "stopped at" when an exception ended the step), so a log
+file shows that the job is alive and how far it is.
 ``announce_kernel_compilation`` says, before it happens, that numba is about to compile the CPU kernels (their
 first use after install; cached afterwards).
 """
@@ -29,6 +30,7 @@ class Progress:
         self.t0 = self._last = time.perf_counter()
         use_bar = sys.stderr.isatty() if bar is None else bar
         self._bar = None
+        self._closed = False
         if use_bar:
             from tqdm import tqdm
 
@@ -57,17 +59,28 @@ class Progress:
         unit = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")  # windows, classes
         return f"{self.done}{of} {unit}{pct}, {now - self.t0:.0f} s"
 
-    def close(self) -> None:
+    def close(self, stopped_by: type[BaseException] | None = None) -> None:
+        """End the bar, or log the closing line: "done" only when the task finished; ``stopped_by`` (the type of
+        the exception that ended it: KeyboardInterrupt, an error) logs where it stopped instead."""
+        if self._closed:
+            return
+        self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif time.perf_counter() - self.t0 >= self.interval:  # a short task needs no closing line
-            self.log.info("%s: done, %s", self.what, self._status(time.perf_counter()))
+            return
+        now = time.perf_counter()
+        if now - self.t0 < self.interval:  # a short task needs no closing line
+            return
+        if stopped_by is None:
+            self.log.info("%s: done, %s", self.what, self._status(now))
+        else:
+            self.log.info("%s: stopped at %s (%s)", self.what, self._status(now), stopped_by.__name__)
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(stopped_by=exc_type)
 
 
 # the modules of the CPU localization path (pipeline/localize/cpu.py), whose kernels its first call compiles

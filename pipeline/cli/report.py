@@ -3,13 +3,19 @@
 Shards running at once (a SLURM array, `--shard K/N`) each write their own throughput-shardKofN.json and, with
 an evaluate block, score only their own runs. Once every shard has finished, `tomopick report CONFIG.yaml`
 merges the shards' throughput reports into one throughput.json (every run's latest record, the totals over
-all of them) and, if the config evaluates, scores every run that is done into evaluate.save_path.
+all of them, each shard's own figures) and, if the config evaluates, scores every run that is done into
+evaluate.save_path. Shards with no report and runs not done are named (a warning, and "missing" in
+throughput.json); the exit status stays 0, as for failed runs, whose shard has already exited 1.
 
 Example:
   tomopick report configs/my_project.yaml
 """
 
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
@@ -22,24 +28,34 @@ def run(args) -> int:
     from pipeline.errors import RunError
     from pipeline.run import evaluate_runs
     from pipeline.run.job import output_dir
-    from pipeline.run.reports import merge_shard_reports
+    from pipeline.run.reports import describe_missing, find_shard_reports, merge_shard_reports
     from pipeline.run.select import objects_for_report, run_is_done, select_runs
 
     cfg = load_config(args.config, overrides={"shard": None}, check_files=False)
     cfg.shard = None
     root = copick_io.open_project(cfg.copick_config)
     out_dir = output_dir(cfg, root)
-    merged, summary = merge_shard_reports(cfg, out_dir)
-    print(f"merged {summary['shards']} shard report(s) into {merged}: {summary['runs_done']} run(s) done, "
-          f"{summary['runs_failed']} failed")
+    find_shard_reports(cfg, out_dir)  # none: say so before reading the project's runs
+    objects = objects_for_report(cfg, root)
+    run_ids, _ = select_runs(cfg, root)  # every shard's runs, in the order the shards split them
+    done = [r for r in run_ids if run_is_done(cfg, root, r, objects, say_why=False)]
+    merged, summary = merge_shard_reports(cfg, out_dir, run_ids, set(done))
+    missing, missing_shards = summary["missing_runs"], summary["missing_shards"]
+    print(f"merged {summary['shards']} shard report(s) into {merged}: {len(done)} of {len(run_ids)} run(s) done, "
+          f"{summary['runs_failed']} failed" + (f"; missing: {describe_missing(missing)}" if missing else ""))
+    if missing_shards:
+        log.warning("%s: no report from shard(s) %s: run them (run_all.py %s --shard K/N), then tomopick report "
+                    "again", args.config, ", ".join(missing_shards), args.config)
+    if missing:
+        log.warning("%s: %d of the %d run(s) are not done: %s", args.config, len(missing), len(run_ids),
+                    describe_missing(missing))
     if cfg.evaluate is not None:
-        objects = objects_for_report(cfg, root)
-        run_ids, _ = select_runs(cfg, root)
-        done = [r for r in run_ids if run_is_done(cfg, root, r, objects, say_why=False)]
         if not done:
             raise RunError(f"{cfg.copick_config}: none of the {len(run_ids)} selected run(s) is done yet; run the "
                            "shards first")
         _, table, paths = evaluate_runs(cfg, root, objects, done, out_dir, progress=True)
+        if missing:
+            print(f"scores of {len(done)} of the {len(run_ids)} run(s); missing: {describe_missing(missing)}")
         print(table)
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -7,6 +7,7 @@ Every file goes through ``pipeline.atomic``: written aside and renamed, with the
 from __future__ import annotations
 
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,13 +57,27 @@ class JobResult:
         return [r for r in self.records if r.status == FAILED]
 
 
-def throughput_summary(records: list[RunRecord], wall_seconds: float) -> dict:
+def worker_count(records: list[RunRecord]) -> int:
+    """How many workers (devices, Ray actors) did the done runs; each runs a stage on one run at a time."""
+    return max(1, len({r.worker for r in records if r.status == DONE}))
+
+
+def throughput_summary(records: list[RunRecord], wall_seconds: float, *, worker_seconds: float | None = None) -> dict:
+    """Counts and rates of one job. ``worker_seconds``: the time the workers had, the denominator of the busy
+    fraction (default ``wall_seconds`` x the workers that did runs; merged shards give the sum of theirs).
+
+    Stage seconds add up over runs and workers, so they are compared with worker seconds, never with the wall
+    time alone: a stage of one worker is busy at most the whole wall time (busy fraction <= 1), and
+    ``wall_over_slowest_stage`` (>= 1) says how far the job is from being bound by its slowest stage (1: the
+    other stages hide behind it entirely)."""
     done = [r for r in records if r.status == DONE]
     voxels = sum(int(np.prod(r.shape_zyx)) for r in done if r.shape_zyx)
     stage_totals: dict[str, float] = {}
     for r in done:
         for k, v in r.seconds.items():
             stage_totals[k] = stage_totals.get(k, 0.0) + v
+    if worker_seconds is None:
+        worker_seconds = wall_seconds * worker_count(records)
     minutes = wall_seconds / 60 if wall_seconds > 0 else float("nan")
     slowest = max(stage_totals, key=stage_totals.get) if stage_totals else None
     return {
@@ -71,13 +86,15 @@ def throughput_summary(records: list[RunRecord], wall_seconds: float) -> dict:
         "runs_already_done": sum(r.status == SKIPPED_DONE for r in records),
         "runs_claimed_elsewhere": sum(r.status == CLAIMED for r in records),
         "wall_seconds": wall_seconds,
+        "worker_seconds": worker_seconds,
         "tomograms_per_minute": len(done) / minutes if done else 0.0,
         "voxels_per_second": voxels / wall_seconds if wall_seconds > 0 else 0.0,
         "stage_seconds_total": stage_totals,
-        # share of the wall time the segmentation stage (the GPU, on a GPU) was busy
-        "segment_busy_fraction": stage_totals.get("segment", 0.0) / wall_seconds if wall_seconds > 0 else 0.0,
+        # share of the workers' time the segmentation stage (the GPU, on a GPU) was busy
+        "segment_busy_fraction": stage_totals.get("segment", 0.0) / worker_seconds if worker_seconds > 0 else 0.0,
         "slowest_stage": slowest,
-        "wall_over_slowest_stage": wall_seconds / stage_totals[slowest] if slowest and stage_totals[slowest] else None,
+        "wall_over_slowest_stage": (worker_seconds / stage_totals[slowest]
+                                    if slowest and stage_totals[slowest] else None),
     }
 
 
@@ -106,10 +123,14 @@ def manifest_path(cfg: RunConfig, out_dir: Path) -> Path:
 
 
 def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
+    finished = time.time()
     doc = {
         "config": cfg.source,
         "device": {"name": result.device.torch_device, "reason": result.device.reason},
         "summary": throughput_summary(result.records, result.wall_seconds),
+        # when the job ran, so that merging shards can tell those that ran at once from those one after another
+        "started_unix_s": finished - result.wall_seconds,
+        "finished_unix_s": finished,
         "runs": [asdict(r) for r in result.records],
         "runs_without_input": result.skipped_missing,
     }
@@ -119,12 +140,11 @@ def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
     return atomic.write_json(report_path(cfg, out_dir), doc)
 
 
-def merge_shard_reports(cfg: RunConfig, out_dir: Path) -> tuple[Path, dict]:
-    """The shards' ``throughput-shard*of*.json`` -> one report: each run's latest record, totals over all.
+SHARD_REPORT_STEM = re.compile(r"-shard(\d+)of(\d+)$")  # throughput-shard{K}of{N}: see shard_suffix
 
-    The wall time of the merged report is the longest shard's (they ran at once)."""
-    import json
 
+def find_shard_reports(cfg: RunConfig, out_dir: Path) -> list[Path]:
+    """The shards' ``throughput-shard*of*.json`` in ``out_dir``; none is an error that says what to run."""
     from pipeline.errors import RunError
 
     base = Path(cfg.output.report)
@@ -132,25 +152,122 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path) -> tuple[Path, dict]:
     if not parts:
         raise RunError(f"no shard reports {base.stem}-shardKofN{base.suffix} in {out_dir}; run the shards first "
                        "(run_all.py CONFIG --shard K/N)")
+    return parts
+
+
+def covered_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Seconds during which at least one of the (start, end) intervals was running."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
+
+
+def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None = None,
+                        done: set[str] | None = None) -> tuple[Path, dict]:
+    """The shards' ``throughput-shard*of*.json`` -> one report: each run's latest record, totals over all, each
+    shard's own figures (``shards``), and what is missing (``missing``: shards K/N with no report, and each run
+    of ``run_ids``, the job's runs, that is not in ``done``, with why).
+
+    Shards may run at once (an array on several nodes) or one after another, so the merged wall time is the time
+    during which any shard ran (from their start and end times; reports written before those were recorded:
+    the longest shard's, as if at once). Busy fractions divide by the shards' worker seconds summed: stage times
+    summed over the shards against the wall time of one would exceed 1 (see throughput_summary)."""
+    import json
+
+    from pipeline.errors import RunError
+
+    parts = find_shard_reports(cfg, out_dir)
     latest: dict[str, RunRecord] = {}
-    wall = 0.0
+    latest_from: dict[str, str] = {}  # run -> the shard ("K/N") whose record it is
+    shards: dict[str, dict] = {}
+    present: set[tuple[int, int]] = set()
+    intervals: list[tuple[float, float]] | None = []
+    longest = worker_seconds = 0.0
     for part in parts:
         try:
             doc = json.loads(part.read_text())
-            wall = max(wall, float(doc.get("summary", {}).get("wall_seconds", 0.0)))
+            wall = float(doc.get("summary", {}).get("wall_seconds", 0.0))
             part_records = [RunRecord.from_dict(rec) for rec in doc.get("runs", [])]
+            span = doc.get("started_unix_s"), doc.get("finished_unix_s")
+            span = (float(span[0]), float(span[1])) if None not in span else None
         except (ValueError, TypeError, AttributeError) as exc:
             raise RunError(f"shard report {part}: not a tomopick throughput report ({type(exc).__name__}: {exc}); "
                            "run that shard again, or delete the file") from None
+        match = SHARD_REPORT_STEM.search(part.stem)
+        label = f"{match[1]}/{match[2]}" if match else part.name
+        if match:
+            present.add((int(match[1]), int(match[2])))
+        figures = throughput_summary(part_records, wall)
+        shards[label] = {"report": part.name, **figures}
+        worker_seconds += figures["worker_seconds"]
+        longest = max(longest, wall)
+        intervals = intervals + [span] if intervals is not None and span is not None else None
         for rec in part_records:
             if rec.status != SKIPPED_DONE or rec.run_id not in latest:
-                latest[rec.run_id] = rec
+                latest[rec.run_id], latest_from[rec.run_id] = rec, label
     records = sorted(latest.values(), key=lambda r: r.run_id)
-    summary = throughput_summary(records, wall)
+    wall = covered_seconds(intervals) if intervals else longest
+    summary = throughput_summary(records, wall, worker_seconds=worker_seconds)
+    summary["wall_seconds_from"] = ("the times any shard ran" if intervals else
+                                    "the longest shard (as if all ran at once: its report has no start time)")
+    missing_shards, missing = missing_runs(run_ids, done, latest, latest_from, present)
+    if run_ids is not None:
+        summary["runs_selected"] = len(run_ids)
+        summary["runs_missing"] = len(missing)
     doc = {"config": cfg.source, "merged_from": [p.name for p in parts], "summary": summary,
+           "missing": {"shards": missing_shards, "runs": missing}, "shards": shards,
            "runs": [asdict(r) for r in records]}
     path = atomic.write_json(report_path(cfg, out_dir), doc)
-    return path, {**summary, "shards": len(parts)}
+    return path, {**summary, "shards": len(parts), "missing_shards": missing_shards, "missing_runs": missing}
+
+
+def missing_runs(run_ids: list[str] | None, done: set[str] | None, latest: dict[str, RunRecord],
+                 latest_from: dict[str, str], present: set[tuple[int, int]]) -> tuple[list[str], dict[str, str]]:
+    """(shards "K/N" with no report, {run: why it is not done}) of a sharded job.
+
+    ``run_ids``: the job's runs in selection order (None: only the shards are checked), which is how shards
+    split them (run i goes to shard i mod N); ``done``: those done on disk (None: as the reports say)."""
+    splits = sorted({n for _, n in present})
+    missing_shards = [f"{k}/{n}" for n in splits for k in range(n) if (k, n) not in present]
+    if run_ids is None:
+        return missing_shards, {}
+    if done is None:
+        done = {r for r, rec in latest.items() if rec.status in (DONE, SKIPPED_DONE)}
+    why: dict[str, str] = {}
+    for i, run_id in enumerate(run_ids):
+        if run_id in done:
+            continue
+        rec, shard = latest.get(run_id), latest_from.get(run_id)
+        absent = [f"{i % n}/{n}" for n in splits if (i % n, n) not in present]
+        if rec is not None and rec.status == FAILED:
+            error = (rec.error or "no error recorded").splitlines()[0][:120]
+            why[run_id] = f"failed in shard {shard}: {error}"
+        elif rec is not None and rec.status == CLAIMED:
+            why[run_id] = f"shard {shard} left it to another driver, which has not finished it"
+        elif rec is not None and rec.status in (DONE, SKIPPED_DONE):
+            why[run_id] = f"shard {shard} reported it done, but its outputs are not all there now"
+        elif absent:
+            why[run_id] = f"shard {' and '.join(absent)} has no report"
+        elif rec is not None:
+            why[run_id] = f"{rec.status} in the report of shard {shard}"
+        else:
+            why[run_id] = "in no shard's report"
+    return missing_shards, why
+
+
+def describe_missing(missing: dict[str, str], limit: int = 5) -> str:
+    """``TS_1, TS_3 (shard 1/2 has no report); TS_4 (failed in shard 0/2: ...)``: runs grouped by why."""
+    by_reason: dict[str, list[str]] = {}
+    for run_id, reason in missing.items():
+        by_reason.setdefault(reason, []).append(run_id)
+    groups = []
+    for reason, runs in by_reason.items():
+        more = f" and {len(runs) - limit} more" if len(runs) > limit else ""
+        groups.append(f"{', '.join(runs[:limit])}{more} ({reason})")
+    return "; ".join(groups)
 
 
 def package_versions() -> dict:

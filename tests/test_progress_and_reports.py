@@ -1,0 +1,189 @@
+"""Progress and merged shard reports tell the truth: no bar in a log file, no "done" for a step an exception
+stopped, merged busy fractions that cannot exceed 1, and `tomopick report` names the shards and runs missing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+
+from pipeline.progress import Progress
+from pipeline.run.reports import (
+    DONE,
+    FAILED,
+    RunRecord,
+    merge_shard_reports,
+    missing_runs,
+    throughput_summary,
+)
+from tests.faultlib import run_doc, write_yaml
+
+# ---------------------------------------------------------------------------------------------------- bars
+
+
+def _evaluate_with_progress(project):
+    from pipeline import copick_io
+    from pipeline.evaluate_io import evaluate_project
+
+    root = copick_io.open_project(project)
+    # the ground truth scored against itself: any pick set will do, the point is what goes to stderr
+    return evaluate_project(root, copick_io.particle_objects(root), None, ground_truth_user_id="data-portal",
+                            ground_truth_session_id="0", pick_user_id="data-portal", pick_session_id="0",
+                            voxel_size=10.0, progress=True)
+
+
+def test_evaluate_draws_no_bar_into_a_log_file(synth_project_template, capsys):
+    """stderr redirected (capsys: not a terminal): no carriage returns, no bar; on a terminal, the bar."""
+    result = _evaluate_with_progress(synth_project_template)
+    assert result.final_fbeta_score == pytest.approx(1.0)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "%|" not in err and "reading picks" not in err
+
+
+def test_evaluate_draws_its_bar_on_a_terminal(synth_project_template, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    _evaluate_with_progress(synth_project_template)
+    assert "evaluate: reading picks" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- stopped
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_a_step_stopped_by_an_exception_is_not_logged_as_done(exc, caplog):
+    caplog.set_level(logging.INFO)
+    with pytest.raises(exc), Progress("run TS_1: segment", total=4, unit="window", interval=0.0, bar=False) as p:
+        p.update(2)
+        raise exc
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run TS_1: segment")]
+    assert not any("done" in line for line in lines), lines
+    assert lines[-1].startswith("run TS_1: segment: stopped at 2/4 windows (50 %), ")
+    assert lines[-1].endswith(f"({exc.__name__})")
+
+
+def test_a_step_that_finishes_is_still_done_and_closes_once(caplog):
+    caplog.set_level(logging.INFO)
+    with Progress("run TS_1: localize", total=2, unit="class", interval=0.0, bar=False) as p:
+        p.update(2)
+        p.close()  # closed early by hand: the with block's end adds no second line
+    closing = [r.getMessage() for r in caplog.records if ": done," in r.getMessage() or "stopped" in r.getMessage()]
+    assert closing == [closing[0]] and closing[0].startswith("run TS_1: localize: done, 2/2 classes (100 %)")
+
+
+# ---------------------------------------------------------------------------------------------------- merged numbers
+
+
+def _record(run_id, segment, worker="", status=DONE, error=None):
+    return RunRecord(run_id, status=status, shape_zyx=(10, 10, 10), seconds={"read": 1.0, "segment": segment,
+                                                                            "localize": 5.0}, worker=worker,
+                     error=error)
+
+
+def _shard_report(out_dir, k, n, records, wall, started=None):
+    from dataclasses import asdict
+
+    doc = {"config": "x.yaml", "summary": throughput_summary(records, wall), "runs": [asdict(r) for r in records]}
+    if started is not None:
+        doc["started_unix_s"], doc["finished_unix_s"] = started, started + wall
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"throughput-shard{k}of{n}.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    from pipeline.config import config_from_dict
+
+    return config_from_dict(run_doc(tmp_path / "config.json", output={"dir": str(tmp_path / "out")}),
+                            source="shard.yaml", check_files=False)
+
+
+@pytest.mark.parametrize("starts, wall", [((1000.0, 1000.0), 100.0),  # at once, on two nodes
+                                          ((1000.0, 1100.0), 200.0),  # one after the other
+                                          ((1000.0, 5000.0), 200.0),  # with a pause between: not counted
+                                          ((None, None), 100.0)])  # older reports: as if at once
+def test_merged_busy_fraction_is_a_share_of_the_shards_time(cfg, tmp_path, starts, wall):
+    """Two shards, each 100 s with its segmentation busy 80 s: busy 0.8 whether they ran at once or not (the
+    stage seconds summed over the shards against the longest shard's wall time gave 1.6)."""
+    out = tmp_path / "out"
+    _shard_report(out, 0, 2, [_record("TS_0", 40.0), _record("TS_2", 40.0)], 100.0, starts[0])
+    _shard_report(out, 1, 2, [_record("TS_1", 80.0)], 100.0, starts[1])
+    path, _ = merge_shard_reports(cfg, out)
+    s = json.loads(path.read_text())["summary"]
+    assert s["runs_done"] == 3 and s["stage_seconds_total"]["segment"] == 160.0
+    assert s["wall_seconds"] == pytest.approx(wall)
+    assert s["worker_seconds"] == pytest.approx(200.0)
+    assert s["segment_busy_fraction"] == pytest.approx(0.8)
+    assert s["slowest_stage"] == "segment" and s["wall_over_slowest_stage"] == pytest.approx(200.0 / 160.0)
+    assert s["tomograms_per_minute"] == pytest.approx(3 / (wall / 60))
+
+
+def test_merged_report_keeps_each_shards_own_figures(cfg, tmp_path):
+    out = tmp_path / "out"
+    _shard_report(out, 0, 2, [_record("TS_0", 90.0)], 100.0, 0.0)
+    _shard_report(out, 1, 2, [_record("TS_1", 30.0)], 60.0, 0.0)
+    doc = json.loads(merge_shard_reports(cfg, out)[0].read_text())
+    assert set(doc["shards"]) == {"0/2", "1/2"}
+    assert doc["shards"]["0/2"]["report"] == "throughput-shard0of2.json"
+    assert doc["shards"]["0/2"]["segment_busy_fraction"] == pytest.approx(0.9)
+    assert doc["shards"]["1/2"]["segment_busy_fraction"] == pytest.approx(0.5)
+    assert doc["summary"]["segment_busy_fraction"] == pytest.approx(120.0 / 160.0)
+    assert doc["missing"] == {"shards": [], "runs": {}}
+
+
+def test_busy_fraction_of_several_workers_counts_each_workers_time():
+    """Two GPUs, each segmenting 90 s of a 100 s job: busy 0.9, not 1.8."""
+    s = throughput_summary([_record("TS_0", 90.0, "w0:cuda:0"), _record("TS_1", 90.0, "w1:cuda:1")], 100.0)
+    assert s["worker_seconds"] == 200.0 and s["segment_busy_fraction"] == pytest.approx(0.9)
+    assert s["wall_over_slowest_stage"] == pytest.approx(200.0 / 180.0)
+
+
+# ---------------------------------------------------------------------------------------------------- missing
+
+
+def test_missing_runs_say_which_shard_or_what_failed():
+    run_ids = ["TS_0", "TS_1", "TS_2", "TS_3"]  # shard 0/2: TS_0, TS_2; shard 1/2: TS_1, TS_3
+    latest = {"TS_0": _record("TS_0", 1.0), "TS_2": _record("TS_2", 1.0, status=FAILED, error="boom\ntrace")}
+    shards, why = missing_runs(run_ids, {"TS_0"}, latest, {"TS_0": "0/2", "TS_2": "0/2"}, {(0, 2)})
+    assert shards == ["1/2"]
+    assert why == {"TS_1": "shard 1/2 has no report", "TS_2": "failed in shard 0/2: boom",
+                   "TS_3": "shard 1/2 has no report"}
+    assert missing_runs(run_ids, set(run_ids), latest, {}, {(0, 2), (1, 2)}) == ([], {})
+
+
+def test_report_names_the_shard_and_runs_with_no_report(synth_project, tmp_path, capsys, caplog):
+    """Only shard 0/2 ran: the report says 1 of 2 runs, names TS_7_1 and shard 1/2 (stdout, a warning and
+    throughput.json); once shard 1/2 has run, nothing is missing and the merged figures are possible ones."""
+    import run_all
+    from pipeline.cli import main as tomopick
+
+    out = tmp_path / "out"
+    yml = write_yaml(tmp_path / "shard.yaml", run_doc(synth_project, output={"dir": str(out)}))
+    assert run_all.main([str(yml), "--shard", "0/2"]) == 0
+    capsys.readouterr()
+    caplog.set_level(logging.WARNING)
+    assert tomopick(["report", str(yml)]) == 0  # loud, not failed: as for a failed run, whose shard exited 1
+    printed = capsys.readouterr().out
+    assert "1 of 2 run(s) done, 0 failed; missing: TS_7_1 (shard 1/2 has no report)" in printed
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "no report from shard(s) 1/2" in warned and "TS_7_1 (shard 1/2 has no report)" in warned
+    doc = json.loads((out / "throughput.json").read_text())
+    assert doc["missing"] == {"shards": ["1/2"], "runs": {"TS_7_1": "shard 1/2 has no report"}}
+    assert doc["summary"]["runs_selected"] == 2 and doc["summary"]["runs_missing"] == 1
+
+    assert run_all.main([str(yml), "--shard", "1/2"]) == 0
+    capsys.readouterr()
+    caplog.clear()
+    assert tomopick(["report", str(yml)]) == 0
+    assert "2 of 2 run(s) done, 0 failed\n" in capsys.readouterr().out
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    doc = json.loads((out / "throughput.json").read_text())
+    assert doc["missing"] == {"shards": [], "runs": {}}
+    shard_walls = [json.loads((out / f"throughput-shard{k}of2.json").read_text())["summary"]["wall_seconds"]
+                   for k in (0, 1)]
+    s = doc["summary"]
+    # one after the other here: the merged wall time is both shards', not the longest one's
+    assert s["wall_seconds_from"] == "the times any shard ran"
+    assert sum(shard_walls) * 0.99 <= s["wall_seconds"] <= sum(shard_walls) * 1.01 + 0.5
+    assert 0 < s["segment_busy_fraction"] <= 1 and s["wall_over_slowest_stage"] >= 1
