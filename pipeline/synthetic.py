@@ -225,6 +225,24 @@ def copick_config_dict(overlay_dir: Path, objects=None, name: str = "tomopick sy
     }
 
 
+def _synth_one_run(root, seed: int, i: int, shape, snr: float, density: float, write_label_map: bool) -> None:
+    """One run TS_{seed}_{i}: its tomogram, ground-truth picks and, if asked, the label map."""
+    from pipeline import copick_io
+    from pipeline.selectors import SegSelector
+
+    run_name = f"TS_{seed}_{i}"
+    tomogram, label_map, centers = synth_run_arrays(shape, seed=(seed, i), snr=snr, density=density)
+    run = root.new_run(run_name, exist_ok=True)
+    vs = run.new_voxel_spacing(VOXEL_SIZE, exist_ok=True)
+    vs.new_tomogram(TOMO_ALG, exist_ok=True).from_numpy(tomogram, levels=3)
+    for name, pts in centers.items():
+        copick_io.write_picks(root, run_name, name, pts, VOXEL_SIZE, GT_USER_ID, GT_SESSION_ID)
+    if write_label_map:
+        seg = SegSelector(GT_SEGMENTATION_NAME, GT_USER_ID, GT_SESSION_ID)
+        copick_io.write_segmentation(root, run_name, label_map, VOXEL_SIZE, seg)
+    log.debug("synthetic run %s: %s", run_name, {k: len(v) for k, v in centers.items()})
+
+
 def make_synthetic_project(
     out_dir,
     runs: int = 2,
@@ -241,8 +259,10 @@ def make_synthetic_project(
     project. Tomograms: ``wbp`` at 10 A (OME-Zarr, 3 levels). GT picks: user ``data-portal``, session ``0``.
     With ``write_label_map``, the GT label map is the multilabel segmentation ``targets`` of that user/session.
     """
+    from contextlib import nullcontext
+
     from pipeline import copick_io
-    from pipeline.selectors import SegSelector
+    from pipeline.progress import Progress
 
     out_dir = Path(out_dir)
     config_path = out_dir / "config.json"
@@ -262,23 +282,13 @@ def make_synthetic_project(
         (build / "config.json").write_text(json.dumps(copick_config_dict(overlay), indent=2))
         root = copick_io.open_project(build / "config.json")
         t0 = time.perf_counter()
-        iterator = range(runs)
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, desc="synthetic runs", unit="run")
-        for i in iterator:
-            run_name = f"TS_{seed}_{i}"
-            tomogram, label_map, centers = synth_run_arrays(shape, seed=(seed, i), snr=snr, density=density)
-            run = root.new_run(run_name, exist_ok=True)
-            vs = run.new_voxel_spacing(VOXEL_SIZE, exist_ok=True)
-            vs.new_tomogram(TOMO_ALG, exist_ok=True).from_numpy(tomogram, levels=3)
-            for name, pts in centers.items():
-                copick_io.write_picks(root, run_name, name, pts, VOXEL_SIZE, GT_USER_ID, GT_SESSION_ID)
-            if write_label_map:
-                seg = SegSelector(GT_SEGMENTATION_NAME, GT_USER_ID, GT_SESSION_ID)
-                copick_io.write_segmentation(root, run_name, label_map, VOXEL_SIZE, seg)
-            log.debug("synthetic run %s: %s", run_name, {k: len(v) for k, v in centers.items()})
+        # a bar on a terminal only; a log file or a pipe gets log lines, never a bar's carriage returns
+        reporter = Progress("synthetic runs", total=runs, unit="run") if progress else nullcontext()
+        with reporter:
+            for i in range(runs):
+                _synth_one_run(root, seed, i, shape, snr, density, write_label_map)
+                if progress:
+                    reporter.update()
         # the config names the overlay where it will be once in place
         (build / "config.json").write_text(json.dumps(copick_config_dict(out_dir.resolve() / "overlay"), indent=2))
         try:

@@ -48,6 +48,15 @@ def test_evaluate_draws_its_bar_on_a_terminal(synth_project_template, capsys, mo
     assert "evaluate: reading picks" in capsys.readouterr().err
 
 
+def test_making_a_synthetic_project_draws_no_bar_into_a_log_file(tmp_path, capsys):
+    from pipeline.synthetic import make_synthetic_project
+
+    config = make_synthetic_project(tmp_path / "p", runs=2, shape=(24, 32, 32), progress=True)
+    assert config.is_file()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "%|" not in err
+
+
 # ---------------------------------------------------------------------------------------------------- stopped
 
 
