@@ -30,15 +30,16 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from pipeline.cli.common import ArgumentParser
+
+    parser = ArgumentParser(
         prog="tomopick",
         description="Fast, octopi-compatible particle picking in cryo-ET tomograms stored in copick projects.",
         epilog=EXIT_CODES,
-        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tomopick {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(
@@ -46,7 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=(module.__doc__ or help_text).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            allow_abbrev=False,  # a flag is never read as another's prefix (octopi's `-v True` is not `-vs`)
         )
         module.add_arguments(p)
         p.set_defaults(_module=module)
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    setup_logging(args.verbose)
+    # `tomopick -v run X` and `tomopick run X -v` (run_all.py's spelling) count alike
+    setup_logging(args.verbose + (getattr(args, "command_verbose", None) or 0))
     raise_on_termination()
     log = logging.getLogger("tomopick")
     try:

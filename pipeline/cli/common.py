@@ -8,14 +8,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from pipeline.config import RunConfig, default
-from pipeline.errors import TomopickError
+from pipeline.errors import RunError, TomopickError
 
 # What the CLI turns into a one-line error and exit code 2 instead of a traceback.
 UserError = (TomopickError, FileNotFoundError)
 
 TRUE = {"action": "store_const", "const": True, "default": None}  # an on-switch whose absence means "config's"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reads a flag only as spelled: never as an abbreviation of another.
+
+    ``allow_abbrev=False`` does not do that on Python < 3.12: a single-dash flag still matches every flag it is a
+    prefix of, so ``-v 20`` was read as ``-vs 20`` and ``-f 0`` as ``-fb 0``. Exact flags, ``--flag=value`` and
+    ``-flag=value`` are found before this is asked; of its answers only switches joined behind one dash are kept
+    (``-vv``, which the help offers). A value joined to a short flag (``-c/x.json``, which Python 3.12 takes) is
+    refused too: with octopi's many single-dash flags, ``-obj`` must never be read as ``-o bj``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _get_option_tuples(self, option_string):
+        joined_switches = option_string[:1] in self.prefix_chars and option_string[1:2] not in self.prefix_chars
+        return [t for t in super()._get_option_tuples(option_string)
+                if joined_switches and t[1] == option_string[:2] and t[0].nargs == 0]
 
 
 def setup_logging(verbose: int = 0) -> None:
@@ -52,8 +73,30 @@ def d(cls, name: str) -> str:
     return f"(default {value:g})" if isinstance(value, float) else f"(default {value})"
 
 
+def file_arg(what: str, suffixes: tuple[str, ...]):
+    """An argparse ``type`` for a file argument that refuses a folder, naming the one file of the kind in it
+    (``-c project`` for ``-c project/config.json``): a folder is never taken in its file's place."""
+
+    def check(text: str) -> str:
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            return text  # a missing file is reported where it is opened, with the key it came from
+        found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in suffixes and f.is_file())
+        kinds = "/".join(suffixes)
+        if len(found) == 1:
+            hint = f"it holds one {kinds} file: give {found[0]}"
+        elif found:
+            hint = f"it holds {len(found)} {kinds} files ({', '.join(Path(f).name for f in found[:6])}); give one"
+        else:
+            hint = f"it holds no {kinds} file; give the path of the {what}"
+        raise argparse.ArgumentTypeError(f"'{text}' is a folder, not the {what}; {hint}")
+
+    return check
+
+
 def add_config_arg(p) -> None:
-    p.add_argument("-c", "--config", required=True, help="copick configuration JSON of the project")
+    p.add_argument("-c", "--config", required=True, type=file_arg("project's copick config", (".json",)),
+                   help="copick configuration JSON of the project")
 
 
 def add_run_ids_arg(p, *extra_flags: str) -> None:
@@ -89,12 +132,45 @@ def list_arg(value) -> list[str] | None:
     return parse_run_ids(str(value).strip().strip("[]").replace(" ", ","))
 
 
-def run_job(doc: dict, source: str) -> int:
-    """Build the run config from ``doc`` (flags laid over defaults), run the driver, print its summary."""
+def known_run_ids(root, run_ids: list[str] | None, project, flag: str = "-runs/--run-ids") -> list[str] | None:
+    """The run names given on the command line that are runs of the project. The others are one warning, with
+    the names they may be misspellings of, as the driver (segment, localize, run) skips them; none left is an
+    error that lists the project's runs."""
+    import difflib
+
+    from pipeline import copick_io
+
+    if not run_ids:
+        return run_ids
+    names = copick_io.run_names(root)
+    unknown = [r for r in run_ids if r not in names]
+    if not unknown:
+        return run_ids
+
+    def guess(name: str) -> str:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        return f"{name} (did you mean {close[0]}?)" if close else name
+
+    listing = ", ".join(names[:10]) + (f" ... ({len(names)} runs)" if len(names) > 10 else "")
+    what = f"{flag}: {', '.join(map(guess, unknown))} {'is not a run' if len(unknown) == 1 else 'are not runs'} " \
+           f"of {project}"
+    known = [r for r in run_ids if r in names]
+    if not known:
+        raise RunError(f"{what}, and no other run was asked for; its runs: {listing or 'none'}")
+    logging.getLogger("tomopick").warning("%s; skipping %s; its runs: %s", what,
+                                          "it" if len(unknown) == 1 else "them", listing)
+    return known
+
+
+def run_job(doc: dict, source: str, check=None) -> int:
+    """Build the run config from ``doc`` (flags laid over defaults), call ``check(cfg)`` (checks of the
+    command's own flags, before any work), run the driver, print its summary."""
     from pipeline.config import config_from_dict
     from pipeline.run import run_pipeline
 
     cfg = config_from_dict(doc, source=source)
+    if check is not None:
+        check(cfg)
     announce_compilation(cfg)
     return print_summary(run_pipeline(cfg))
 
@@ -122,6 +198,6 @@ def print_summary(result) -> int:
     return 1 if result.failed else 0
 
 
-__all__ = ["argparse", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "add_config_arg", "add_run_ids_arg",
-           "add_tomo_args", "add_device_arg", "add_overwrite_arg", "list_arg", "run_job", "announce_compilation",
-           "print_summary"]
+__all__ = ["argparse", "ArgumentParser", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "file_arg",
+           "add_config_arg", "add_run_ids_arg", "add_tomo_args", "add_device_arg", "add_overwrite_arg", "list_arg",
+           "known_run_ids", "run_job", "announce_compilation", "print_summary"]

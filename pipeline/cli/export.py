@@ -51,7 +51,7 @@ def run(args) -> int:
     import numpy as np
 
     from pipeline import atomic, copick_io, formats
-    from pipeline.cli.common import list_arg
+    from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import RunConfig, build, default
     from pipeline.config_checks import check_copick_id
     from pipeline.errors import ConfigError, RunError
@@ -78,11 +78,7 @@ def run(args) -> int:
     runs = copick_io.run_names(root)
     wanted_runs = list_arg(args.run_ids)
     if wanted_runs:
-        unknown = [r for r in wanted_runs if r not in runs]
-        if unknown:
-            raise RunError(f"{args.config}: no runs {unknown}; it has {', '.join(runs[:8]) or 'none'}"
-                           f"{' ...' if len(runs) > 8 else ''}; check --run-ids")
-        runs = wanted_runs
+        runs = known_run_ids(root, wanted_runs, args.config)
 
     # (run, object) -> (xyz Angstrom, rotations, scores), after --min-score
     picks, dropped = {}, 0

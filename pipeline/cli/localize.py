@@ -16,7 +16,8 @@ pick divided by the voxels of a sphere of the object's radius: a size ratio, not
 those of the opened mask, so a particle segmented at 0.6 of its radius scores about 0.6^3 = 0.2; the demo's
 picks score 0.13-0.30). peaks (-m peaks --probabilities DIR) picks local maxima of each class's smoothed
 probability above a per-class threshold and writes the peak probability as the score (0-1, a confidence);
-tune its settings with `tomopick tune`.
+tune its settings with `tomopick tune`. Its flags (--probabilities, --threshold, --smoothing, --peak-window,
+--tuned) are refused with another method, which would ignore them.
 
 Examples:
   tomopick localize -c config.json -sinfo predict,octopi,1 -vs 10
@@ -25,8 +26,20 @@ Examples:
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg, add_device_arg, add_overwrite_arg, add_run_ids_arg, d
+from pipeline.cli.common import (
+    add_config_arg,
+    add_device_arg,
+    add_overwrite_arg,
+    add_run_ids_arg,
+    d,
+    file_arg,
+)
 from pipeline.config import LocalizeConfig, RunConfig, choices, default
+
+# the flags that only a method reading class probabilities (peaks) uses -> their dest
+PEAKS_FLAGS = {"--probabilities": "probabilities", "--threshold": "threshold", "--smoothing": "smoothing",
+               "--peak-window": "peak_window", "--tuned": "tuned"}
+PER_CLASS_KEYS = {"--threshold": "thresholds", "--smoothing": "smoothing", "--peak-window": "peak_window"}
 
 
 def add_arguments(p) -> None:
@@ -46,8 +59,10 @@ def add_arguments(p) -> None:
     p.add_argument("--peak-window", default=None, metavar="W | NAME=W,...",
                    help="peaks: side of the local-maximum window in units of the object's radius, one value or per "
                         f"object (default {default(LocalizeConfig, 'peak_window')['default']:g})")
-    p.add_argument("--tuned", default=None, metavar="YAML",
-                   help="peaks settings written by `tomopick tune` (flags given here win over them)")
+    p.add_argument("--tuned", default=None, metavar="YAML", type=file_arg("YAML written by `tomopick tune`",
+                                                                          (".yaml", ".yml")),
+                   help="peaks settings written by `tomopick tune`, method peaks included (flags given here win "
+                        "over them)")
     p.add_argument("-sinfo", "--seg-info", default=None,
                    help=f"segmentation to read: NAME,USER_ID,SESSION_ID {d(LocalizeConfig, 'segmentation')}")
     p.add_argument("-suri", "--seg-uri", default=None, help="octopi 1.7 spelling of --seg-info, e.g. predict:octopi/1")
@@ -72,7 +87,8 @@ def add_arguments(p) -> None:
     p.add_argument("-lbl", "--label", type=int, default=None,
                    help="read this one label value of the segmentation for every object picked (e.g. 1 for a "
                         "binary mask, with -obj naming the object); the labels of the segmentation log and the "
-                        "copick config are then not used (octopi 1.7's -lbl)")
+                        "copick config are then not used (octopi 1.7's -lbl); a value the segmentation's log does "
+                        "not list is refused")
     add_device_arg(p)
     add_overwrite_arg(p, "picks")
 
@@ -82,6 +98,7 @@ def run(args) -> int:
     from pipeline.config import overlay
     from pipeline.selectors import resolve_seg
 
+    tuned = read_tuned(args.tuned) if args.tuned else None
     seg = resolve_seg(args.seg_info, args.seg_uri)
     doc = overlay(
         {"copick_config": args.config, "stages": ["localize"]},
@@ -95,4 +112,98 @@ def run(args) -> int:
                   "thresholds": args.threshold, "smoothing": args.smoothing, "peak_window": args.peak_window,
                   "tuned": args.tuned},
     )
-    return run_job(doc, "tomopick localize")
+    return run_job(doc, "tomopick localize", check=lambda cfg: check_flags(args, cfg, tuned))
+
+
+def read_tuned(path_text: str) -> dict:
+    """The ``localize`` block of a ``--tuned`` file, checked here so that an error in it names the file (the
+    config build would blame the command line)."""
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.config import build
+    from pipeline.config_checks import _check_localize
+    from pipeline.errors import ConfigError
+
+    path = Path(path_text).expanduser()
+    source = f"--tuned file '{path}'"
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such file; give the YAML that `tomopick tune -o FILE` wrote")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    block = doc.get("localize") if isinstance(doc, dict) else None
+    if not isinstance(block, dict):
+        raise ConfigError(f"{source}: has no 'localize:' block; give the YAML that `tomopick tune -o FILE` wrote")
+    _check_localize(build(LocalizeConfig, block, source, "localize"), source)  # keys, types, ranges
+    return block
+
+
+def check_flags(args, cfg, tuned: dict | None) -> None:
+    """What the config build cannot tell: flags the method does not use, names and labels that the project or
+    the segmentation lack. Each error names where the value came from (a flag, or the --tuned file)."""
+    from pipeline import copick_io
+    from pipeline.errors import ConfigError
+    from pipeline.localize.methods import PROBABILITIES, get_method, method_names
+
+    method = cfg.localize.method
+    if get_method(method).needs != PROBABILITIES:
+        given = [flag for flag, dest in PEAKS_FLAGS.items() if getattr(args, dest) is not None]
+        if given:
+            peaks = [m for m in method_names() if get_method(m).needs == PROBABILITIES]
+            why = ("-m" if args.method else "the --tuned file's 'method'" if tuned and "method" in tuned
+                   else "the default")
+            raise ConfigError(
+                f"tomopick localize: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to -m "
+                f"{'/'.join(peaks)}, which picks from class probabilities, but the method is {method} ({why}), "
+                f"which would ignore {'it' if len(given) == 1 else 'them'}; add -m {peaks[0]}, or leave "
+                f"{'it' if len(given) == 1 else 'them'} out"
+            )
+    root = copick_io.open_project(cfg.copick_config)
+    _check_per_class_names(args, cfg, tuned, {o.name for o in copick_io.particle_objects(root)})
+    if cfg.localize.label is not None:
+        _check_label(cfg, root)
+
+
+def _check_per_class_names(args, cfg, tuned: dict | None, objects: set[str]) -> None:
+    """An object named in --threshold/--smoothing/--peak-window or in the --tuned file is one of the project's:
+    a misspelled name would leave that class at the default without a word."""
+    from pipeline.config import build
+    from pipeline.errors import ConfigError
+
+    for flag, key in PER_CLASS_KEYS.items():
+        value = getattr(args, PEAKS_FLAGS[flag])
+        named = {}
+        if value is not None:
+            named[f"tomopick localize: 'localize.{key}' ({flag})"] = set(
+                getattr(build(LocalizeConfig, {key: value}, flag, "localize"), key))
+        if tuned and isinstance(tuned.get(key), dict):
+            named[f"--tuned file '{args.tuned}': 'localize.{key}'"] = set(map(str, tuned[key]))
+        for where, names in named.items():
+            unknown = sorted(n for n in names if n != "default" and n not in objects)
+            if unknown:
+                raise ConfigError(
+                    f"{where} names {', '.join(map(repr, unknown))}, not a particle object of {cfg.copick_config}; "
+                    f"its particle objects: {', '.join(sorted(objects)) or 'none'} (or 'default' for every other)"
+                )
+
+
+def _check_label(cfg, root) -> None:
+    """-lbl VALUE is a label the segmentation has: another value reads an empty mask, and every run would be
+    marked done with 0 picks. The labels are those of the segmentation's log, when it has one."""
+    from pipeline import overlay_files
+    from pipeline.errors import ConfigError
+    from pipeline.run.select import input_segmentation
+
+    seg = input_segmentation(cfg)
+    labels = overlay_files.read_segmentation_labels(root, seg) if seg is not None else None
+    if labels is None or cfg.localize.label in labels.values():
+        return
+    listing = ", ".join(f"{name} {value}" for name, value in sorted(labels.items(), key=lambda kv: kv[1]))
+    raise ConfigError(
+        f"-lbl/--label {cfg.localize.label}: segmentation {seg.uri()} has no such label; its log "
+        f"{overlay_files.segmentation_log_path(root, seg)} lists {listing}; give one of them (with -obj naming "
+        "the object)"
+    )

@@ -1,18 +1,22 @@
 """Run the whole pipeline from a YAML run config: segment -> localize -> write picks -> evaluate.
 
-Same as `python run_all.py CONFIG`. The config schema and its defaults are in pipeline/config.py and the
-README; relative paths in the YAML resolve against the YAML file's folder. Reports (throughput JSON,
-run_manifest.json, scores) go to output.dir (default <overlay_root>/tomopick).
+`python run_all.py CONFIG [FLAGS]` is this command, with the same flags. The config schema and its defaults are
+in pipeline/config.py and the README; relative paths in the YAML resolve against the YAML file's folder.
+Reports (throughput JSON, run_manifest.json, scores) go to output.dir (default <overlay_root>/tomopick).
 """
 
 from __future__ import annotations
 
-from pipeline.cli.common import TRUE, d
+from pipeline.cli.common import TRUE, d, file_arg
 from pipeline.config import RunConfig, choices
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config", help="run config YAML, e.g. configs/demo.yaml")
+    p.add_argument("config", type=file_arg("run config YAML", (".yaml", ".yml")),
+                   help="run config YAML, e.g. configs/demo.yaml")
+    # after the command too: run_all.py hands its arguments to `tomopick run`, and has always taken -v
+    p.add_argument("-v", "--verbose", dest="command_verbose", action="count", default=None,
+                   help="more log output (-vv for debug)")
     p.add_argument("--shard", default=None,
                    help="K/N: take runs K, K+N, K+2N, ... (K from 0), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     p.add_argument("--overwrite", **TRUE, help="redo runs that are done already (output.overwrite: true)")

@@ -34,9 +34,11 @@ from pipeline.config import MAX_NTTA, RunConfig, SegmentConfig, choices
 
 def add_arguments(p) -> None:
     add_config_arg(p)
-    p.add_argument("-mc", "--model-config", default=None,
-                   help="octopi model config YAML(s), comma-separated; one config may serve several weights "
-                        "(required: tomopick downloads no Hugging Face checkpoints)")
+    # required, but checked in run(): `-mw tomogram-boundary` (octopi's download alias) gets its own message
+    model_config = p.add_argument(
+        "-mc", "--model-config", default=None,
+        help="required: octopi model config YAML(s), comma-separated; one config may serve several weights "
+             "(tomopick downloads no Hugging Face checkpoints, so octopi's -mw alias without -mc is refused)")
     p.add_argument("-mw", "--model-weights", required=True,
                    help="model weights (.pth state_dict), comma-separated for an ensemble (logits averaged)")
     add_tomo_args(p)
@@ -82,6 +84,9 @@ def add_arguments(p) -> None:
                    help=f"fast: Gaussian sigma as a fraction of the window side {d(SegmentConfig, 'sigma_scale')}")
     p.add_argument("--save-probabilities", default=None, metavar="FOLDER",
                    help="also write per-class probabilities to FOLDER/<run>.h5 (float16, gzip; for napari/Python)")
+    model_config.required = True  # the usage line shows -mc as the required flag it is
+    p.usage = p.format_usage().removeprefix("usage: ").rstrip("\n").replace("%", "%%")
+    model_config.required = False
 
 
 def run(args) -> int:

@@ -7,8 +7,9 @@ local-maximum window (in radii); prints each class's F-beta before (the settings
 after, with a leave-one-run-out estimate (each run scored with the settings tuned on the others: if it is well
 below "after", the tuning fits these runs rather than the data). A class keeps the settings given unless another
 setting gains at least 0.01 F-beta on at least --min-particles of its ground-truth particles (default 20): on
-fewer, the gain is a pick or two and does not carry to other runs. Writes a YAML file whose localize block
-`tomopick localize --tuned FILE` and run configs (localize: {tuned: FILE}) read.
+fewer, the gain is a pick or two and does not carry to other runs. -o FILE writes the tuned settings as a YAML
+file whose localize block `tomopick localize --tuned FILE` and run configs (localize: {tuned: FILE}) read;
+without -o the same YAML is printed after the table.
 
 Example:
   tomopick tune -c config.json --probabilities probs -gtuid data-portal --metric czii -o tuned.yaml
@@ -44,14 +45,17 @@ def add_arguments(p) -> None:
     p.add_argument("--peak-window", default=None, metavar="W | NAME=W,...", help="... window (as localize)")
     p.add_argument("--min-particles", type=int, default=None, metavar="N",
                    help="tune a class only on at least N of its ground-truth particles in the runs (default 20)")
-    p.add_argument("-o", "--output", default=None, metavar="YAML", help="write the tuned localize block here")
+    p.add_argument("-o", "--output", default=None, metavar="YAML",
+                   help="write the tuned localize block here (default: print it)")
 
 
 def run(args) -> int:
+    import sys
+
     import yaml
 
     from pipeline import atomic, copick_io
-    from pipeline.cli.common import list_arg
+    from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import config_from_dict, overlay
     from pipeline.errors import RunError
     from pipeline.evaluate_io import check_pick_sets_exist
@@ -75,9 +79,9 @@ def run(args) -> int:
     )
     cfg = config_from_dict(doc, source="tomopick tune")
     root = copick_io.open_project(cfg.copick_config)
-    names = [r.name for r in root.runs]
-    wanted = list_arg(args.run_ids) or names
-    run_ids, skipped = runs_with_probabilities(cfg.localize.probabilities, [r for r in wanted if r in names])
+    run_ids, skipped = runs_with_probabilities(
+        cfg.localize.probabilities,
+        known_run_ids(root, list_arg(args.run_ids), cfg.copick_config) or copick_io.run_names(root))
     if not run_ids:
         raise RunError(f"no run of {cfg.copick_config} has probabilities in {cfg.localize.probabilities} "
                        f"({'; '.join(list(skipped.values())[:3])})")
@@ -99,12 +103,17 @@ def run(args) -> int:
                   min_particles=MIN_PARTICLES if args.min_particles is None else args.min_particles)
     print(f"tuned on {len(runs)} run(s): {', '.join(run_ids)}")
     print(format_result(result, ev.metric, ev.beta))
+    block = {"localize": result.settings_block()}
+    header = (f"# tomopick tune on {len(runs)} run(s) of {cfg.copick_config}, {ev.metric} rule, beta {ev.beta:g}: "
+              f"F {result.final_before:.4f} -> {result.final_after:.4f}"
+              + (f", leave-one-run-out {result.leave_one_out:.4f}" if result.leave_one_out is not None else "")
+              + "\n# use with: tomopick localize --tuned THIS_FILE, or localize: {tuned: THIS_FILE} in a run config\n")
+    text = header + yaml.safe_dump(block, sort_keys=False)
     if args.output:
-        block = {"localize": result.settings_block()}
-        header = (f"# tomopick tune on {len(runs)} run(s) of {cfg.copick_config}, {ev.metric} rule, beta {ev.beta:g}: "
-                  f"F {result.final_before:.4f} -> {result.final_after:.4f}"
-                  + (f", leave-one-run-out {result.leave_one_out:.4f}" if result.leave_one_out is not None else "")
-                  + "\n# use with: tomopick localize --tuned THIS_FILE, or localize: {tuned: THIS_FILE} in a run config\n")
-        atomic.write_text(args.output, header + yaml.safe_dump(block, sort_keys=False))
+        atomic.write_text(args.output, text)
         print(f"wrote {args.output}")
+    else:  # the settings are the result: show them, and how to keep them
+        print("\n" + text, end="")
+        print("tomopick tune: -o FILE writes this block to FILE, for `tomopick localize --tuned FILE` and run "
+              "configs (localize: {tuned: FILE})", file=sys.stderr)
     return 0

@@ -1,0 +1,234 @@
+"""The command line reads what was typed and says where a bad value came from: no flag read as an abbreviation
+of another, run_all.py is `tomopick run`, a folder is not taken for a file, flags the method ignores are refused,
+and errors name their source (a flag, the --tuned file)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import copick_io, overlay_files
+from pipeline.cli import build_parser, main
+from pipeline.selectors import SegSelector
+
+SEG = ["-sinfo", "targets,data-portal,0"]
+GT_AS_PREDICTIONS = ["-gtuid", "data-portal", "-gtsid", "0", "-puid", "data-portal", "-psid", "0"]
+
+
+def parse_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2, argv
+    return capsys.readouterr().err
+
+
+# --- 1. a flag is read only as spelled -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, typed", [
+    (["segment", "-c", "c.json", "-mw", "m.pth", "-v", "20"], "-v"),  # was -vs 20
+    (["segment", "-c", "c.json", "-mw", "m.pth", "-v"], "-v"),  # was "-vs: expected one argument"
+    (["evaluate", "-c", "c.json", "-f", "0"], "-f"),  # was -fb
+    (["evaluate", "-c", "c.json", "-d", "-1"], "-d"),  # was -dts
+    (["evaluate", "-c", "c.json", "-n", "ribosome"], "-n"),  # was -names
+    (["localize", "-c", "c.json", "-ob", "ribosome"], "-ob"),  # was -obj
+    (["tune", "-c", "c.json", "--probabilities", "p", "-gtu", "me"], "-gtu"),  # was -gtuid
+    (["show", "-c", "c.json", "-pu", "me"], "-pu"),  # was -puid
+    (["export", "-c", "c.json", "-o", "x.csv", "-nam", "ribosome"], "-nam"),  # was -names
+    (["run", "x.yaml", "--dev", "cpu"], "--dev"),
+    (["synth", "--out", "d", "--run", "3"], "--run"),  # was --runs
+])
+def test_no_flag_is_read_as_an_abbreviation(argv, typed, capsys):
+    err = parse_error(argv, capsys)
+    assert "unrecognized arguments" in err and typed in err, err
+
+
+def test_exact_flags_values_joined_by_equals_and_joined_switches_still_work():
+    args = build_parser().parse_args(["-vv", "evaluate", "-c", "c.json", "-fb=2", "--voxel-size=12", "-dts", "0.5",
+                                      "-v", "True", "-names", "ribosome"])
+    assert (args.verbose, args.beta, args.voxel_size, args.distance_threshold_scale) == (2, 2.0, 12.0, 0.5)
+    assert args.verbose_picks is True and args.object_names == "ribosome"
+    assert build_parser().parse_args(["segment", "-c", "c.json", "-mw", "m.pth", "-vs", "20"]).voxel_size == 20.0
+
+
+def test_run_all_refuses_an_abbreviated_flag(capsys):
+    import run_all
+
+    with pytest.raises(SystemExit) as exc:
+        run_all.main(["x.yaml", "--ray", "auto"])  # --ray-address
+    assert exc.value.code == 2 and "unrecognized arguments: --ray auto" in capsys.readouterr().err
+
+
+# --- 2. run_all.py is `tomopick run` ------------------------------------------------------------------------------
+
+def test_run_all_takes_the_flags_of_tomopick_run(synth_project_template, tmp_path, monkeypatch, capsys):
+    import run_all
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"copick_config": str(synth_project_template), "stages": ["localize"]}))
+    seen = []
+    monkeypatch.setattr("pipeline.run.run_pipeline", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr("pipeline.cli.common.print_summary", lambda result: 0)
+    assert run_all.main([str(path), "--device", "cpu", "-v"]) == 0
+    assert main(["run", str(path), "--device", "cpu", "-v"]) == 0
+    assert [c.device for c in seen] == ["cpu", "cpu"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_all.main(["--help"])
+    run_all_help = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert run_all_help == capsys.readouterr().out
+    assert "--device" in run_all_help and "--verbose" in run_all_help
+
+
+# --- 3. a folder is not a file -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["localize"], ["evaluate"], ["segment", "-mw", "m.pth"], ["import-mrc"]])
+def test_a_folder_given_as_the_copick_config_names_its_json(command, synth_project_template, capsys):
+    folder = synth_project_template.parent
+    err = parse_error([command[0], "-c", str(folder), *command[1:]], capsys)
+    assert f"'{folder}' is a folder" in err and f"give {folder / 'config.json'}" in err, err
+
+
+def test_a_folder_given_as_the_run_config_names_its_yaml(tmp_path, capsys):
+    import run_all
+
+    (tmp_path / "my_project.yaml").write_text("stages: [localize]\n")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(SystemExit):
+        run_all.main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert f"'{tmp_path}' is a folder" in err and f"give {tmp_path / 'my_project.yaml'}" in err, err
+    (tmp_path / "other.yml").write_text("stages: [localize]\n")
+    err = parse_error(["run", str(tmp_path)], capsys)
+    assert "holds 2 .yaml/.yml files (my_project.yaml, other.yml); give one" in err, err
+
+
+# --- 4. localize: flags the method ignores, a label the segmentation lacks ---------------------------------------
+
+@pytest.mark.parametrize("flags, named", [
+    (["--threshold", "0.9"], "--threshold applies"),
+    (["--probabilities", "probs"], "--probabilities applies"),
+    (["-m", "com", "--smoothing", "0.3", "--peak-window", "2"], "--smoothing, --peak-window apply"),
+])
+def test_localize_refuses_peaks_flags_with_another_method(flags, named, synth_project, caplog):
+    assert main(["localize", "-c", str(synth_project), *SEG, *flags]) == 2
+    assert f"{named} to -m peaks" in caplog.text and "add -m peaks" in caplog.text, caplog.text
+    root = copick_io.open_project(synth_project)
+    assert not copick_io.picks_exist(root, "TS_7_0", "ribosome", "octopi", "1")
+
+
+def test_a_tuned_file_that_sets_peaks_takes_the_peaks_flags(synth_project, tmp_path, caplog):
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"localize": {"method": "peaks", "thresholds": {"default": 0.3}}}))
+    missing = tmp_path / "no_probs"
+    assert main(["localize", "-c", str(synth_project), "--tuned", str(tuned), "--threshold", "0.4",
+                 "--probabilities", str(missing)]) == 2
+    assert "apply to -m peaks" not in caplog.text and str(missing) in caplog.text, caplog.text
+
+
+def test_localize_refuses_a_label_the_segmentation_lacks(synth_project, caplog):
+    root = copick_io.open_project(synth_project)
+    labels = {"background": 0, **{o.name: o.label for o in copick_io.particle_objects(root)}}
+    overlay_files.write_segmentation_log(root, SegSelector("targets", "data-portal", "0"), {"labels": labels})
+    assert main(["localize", "-c", str(synth_project), *SEG, "-lbl", "99", "-obj", "ribosome"]) == 2
+    assert "-lbl/--label 99: segmentation targets:data-portal/0 has no such label" in caplog.text
+    assert f"ribosome {labels['ribosome']}" in caplog.text
+    root = copick_io.open_project(synth_project)
+    assert not copick_io.picks_exist(root, "TS_7_0", "ribosome", "octopi", "1")
+    # a label it has is read
+    assert main(["localize", "-c", str(synth_project), *SEG, "-lbl", str(labels["ribosome"]), "-obj", "ribosome",
+                 "-m", "com", "-np", "1"]) == 0
+
+
+# --- 5, 6. tune's settings without -o; errors in a --tuned file name the file -------------------------------------
+
+@pytest.fixture()
+def probabilities(synth_project, tmp_path):
+    """Class probabilities made from the ground-truth label map (smoothed one-hot): peaks' input, no network."""
+    from scipy import ndimage as ndi
+
+    from pipeline.segment import save_probabilities
+
+    root = copick_io.open_project(synth_project)
+    labels = {"background": 0, **{o.name: o.label for o in copick_io.particle_objects(root)}}
+    for run in copick_io.run_names(root):
+        label_map = copick_io.read_segmentation(root, run, 10.0, SegSelector("targets", "data-portal", "0"))
+        probs = np.stack([ndi.gaussian_filter((label_map == v).astype(np.float32), 1.0)
+                          for v in range(max(labels.values()) + 1)])
+        save_probabilities(tmp_path / "probs" / f"{run}.h5", probs, labels, 10.0)
+    return tmp_path / "probs"
+
+
+def test_tune_without_output_prints_the_settings(synth_project, probabilities, capsys):
+    assert main(["tune", "-c", str(synth_project), "--probabilities", str(probabilities), "-gtsid", "0"]) == 0
+    out, err = capsys.readouterr()
+    block = yaml.safe_load(out.split("final weighted F4:")[1].split("\n", 1)[1])["localize"]
+    assert block["method"] == "peaks" and set(block["thresholds"]) >= {"ribosome", "apo-ferritin"}
+    assert "-o FILE writes this block" in err and "--tuned FILE" in err
+
+
+@pytest.mark.parametrize("tuned_doc, message", [
+    ({"localize": {"method": "peaks", "tresholds": {"default": 0.3}}}, ": unknown key 'localize.tresholds'"),
+    ({"localize": {"method": "peaks", "thresholds": {"default": 0.3, "apoferritin": 0.5}}},
+     ": 'localize.thresholds' names 'apoferritin', not a particle object"),
+    ({"localize": {"method": "peaks", "smoothing": {"default": 20}}}, ": 'localize.smoothing' has"),
+])
+def test_errors_in_a_tuned_file_name_the_file(tuned_doc, message, synth_project, probabilities, tmp_path, caplog):
+    tuned = tmp_path / "tuned_bad.yaml"
+    tuned.write_text(yaml.safe_dump(tuned_doc))
+    assert main(["localize", "-c", str(synth_project), "--tuned", str(tuned), "--probabilities",
+                 str(probabilities)]) == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith(f"--tuned file '{tuned}'") and message in line, line
+    assert "(--threshold)" not in line
+
+
+def test_a_bad_name_in_the_flag_still_names_the_flag(synth_project, probabilities, tmp_path, caplog):
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"localize": {"method": "peaks", "thresholds": {"ribosome": 0.3}}}))
+    assert main(["localize", "-c", str(synth_project), "--tuned", str(tuned), "--probabilities", str(probabilities),
+                 "--threshold", "ribosom=0.4"]) == 2
+    assert "'localize.thresholds' (--threshold) names 'ribosom'" in caplog.text
+    assert str(tuned) not in caplog.text
+
+
+# --- 7. run names; --min-score that drops everything ---------------------------------------------------------------
+
+def test_evaluate_skips_a_misspelled_run_with_a_warning_as_localize(synth_project_template, tmp_path, caplog):
+    out = tmp_path / "scores"
+    assert main(["evaluate", "-c", str(synth_project_template), *GT_AS_PREDICTIONS, "-o", str(out),
+                 "-runs", "TS_7_0,TS_7_00"]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "TS_7_00 (did you mean TS_7_0?) is not a run of" in line and "its runs: TS_7_0, TS_7_1" in line
+    assert yaml.safe_load((out / "average_metrics.yaml").read_text())["final_fbeta_score"] == pytest.approx(1.0)
+    caplog.clear()
+    assert main(["evaluate", "-c", str(synth_project_template), *GT_AS_PREDICTIONS, "-o", str(out),
+                 "-runs", "TS_7_00"]) == 2
+    assert "no other run was asked for; its runs: TS_7_0, TS_7_1" in caplog.text
+
+
+def test_evaluate_warns_when_min_score_drops_every_pick(synth_project_template, tmp_path, caplog):
+    argv = ["evaluate", "-c", str(synth_project_template), *GT_AS_PREDICTIONS, "-o", str(tmp_path / "s")]
+    assert main(argv + ["--min-score", "0.5"]) == 0  # copick scores a point without a score 1.0: all kept
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert main(argv + ["--min-score", "2"]) == 0
+    root = copick_io.open_project(synth_project_template)
+    n = sum(len(copick_io.read_pick_scores(root, r, o.name, "data-portal", "0"))
+            for r in copick_io.run_names(root) for o in copick_io.particle_objects(root))
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"--min-score 2 drops all {n} picks of data-portal/0" in line and "peaks scores lie in 0-1" in line
+
+
+# --- 8. segment's usage line --------------------------------------------------------------------------------------
+
+def test_segment_usage_shows_the_model_config_as_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = capsys.readouterr().out
+    usage = " ".join(text.split("\n\n")[0].split())
+    assert "-mc MODEL_CONFIG -mw MODEL_WEIGHTS" in usage and "[-mc" not in usage, usage
+    assert "required: octopi model config" in " ".join(text.split())
