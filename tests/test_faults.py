@@ -461,6 +461,15 @@ def test_bad_scoring_settings_are_refused_before_any_segmentation(evaluate, key,
     assert snapshot(overlay(synth_project)) == before
 
 
+def test_a_misspelled_class_in_a_run_configs_peaks_settings_names_the_config_not_a_flag(synth_project, tmp_path,
+                                                                                       monkeypatch, caplog):
+    no_segmenting(monkeypatch)
+    assert run_yaml(tmp_path, synth_project, localize={"method": "peaks", "thresholds": {"apoferritin": 0.3}}) == 2
+    (line,) = error_lines(caplog)
+    assert "run.yaml: 'localize.thresholds' names 'apoferritin', not a particle object" in line
+    assert "--threshold" not in line
+
+
 def test_a_misspelled_ground_truth_user_is_refused_before_any_segmentation(synth_project, tmp_path, monkeypatch,
                                                                          caplog):
     no_segmenting(monkeypatch)

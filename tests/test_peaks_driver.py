@@ -185,6 +185,9 @@ def test_probabilities_at_another_voxel_size_are_refused(peaks_projects, caplog)
     assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-vs", "20",
                  "-psid", "8"]) == 2
     assert "were segmented at 10 A, but this job's voxel size is 20 A" in caplog.text
+    caplog.clear()  # tune alike: it would score picks at twice their coordinates
+    assert main(["tune", "-c", str(chain), "--probabilities", str(probs), "-vs", "20"]) == 2
+    assert "were segmented at 10 A, but this job's voxel size is 20 A" in caplog.text
     # a file from before the voxel size was recorded: the run's tomogram at that voxel size is the check
     old = tmp / "old_probs"
     shutil.copytree(probs, old)

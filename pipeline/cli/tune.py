@@ -60,6 +60,7 @@ def run(args) -> int:
     from pipeline.errors import RunError
     from pipeline.evaluate_io import check_pick_sets_exist
     from pipeline.probability_files import (
+        check_fits_tomogram,
         probability_path,
         read_labels,
         read_probabilities,
@@ -94,7 +95,10 @@ def run(args) -> int:
     for run_id in run_ids:
         gt = {o.name: copick_io.read_picks(root, run_id, o.name, ev.ground_truth_user_id, ev.ground_truth_session_id,
                                            cfg.voxel_size) for o in objects}
-        runs.append(RunData(run_id, read_probabilities(probability_path(cfg.localize.probabilities, run_id)), gt))
+        path = probability_path(cfg.localize.probabilities, run_id)
+        probabilities = read_probabilities(path, cfg.voxel_size)  # another -vs would scale every pick
+        check_fits_tomogram(probabilities, path, root, run_id, cfg.voxel_size, cfg.tomo_alg)
+        runs.append(RunData(run_id, probabilities, gt))
     if not any(len(v) for r in runs for v in r.gt.values()):
         raise RunError(f"no ground-truth picks of user '{ev.ground_truth_user_id}' in runs {', '.join(run_ids)}; "
                        "check -gtuid/-gtsid")

@@ -255,8 +255,11 @@ def check_per_class_settings(cfg: RunConfig, project_objects: list[ParticleObjec
     for key, flag in (("thresholds", "--threshold"), ("smoothing", "--smoothing"), ("peak_window", "--peak-window")):
         unknown = sorted(k for k in getattr(cfg.localize, key) if k != "default" and k not in names)
         if unknown:
+            # a flag only where the command line gave the settings; a run config may have them from its tuned file
+            where = f" ({flag})" if cfg.source.startswith("tomopick") else (
+                f" (here or in its tuned file {cfg.localize.tuned})" if cfg.localize.tuned else "")
             raise ConfigError(
-                f"{cfg.source}: 'localize.{key}' ({flag}) names {', '.join(repr(n) for n in unknown)}, not a particle "
+                f"{cfg.source}: 'localize.{key}'{where} names {', '.join(repr(n) for n in unknown)}, not a particle "
                 f"object of {cfg.copick_config}; particle objects: {', '.join(sorted(names)) or 'none'} "
                 "(or 'default' for every other)"
             )
