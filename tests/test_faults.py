@@ -123,6 +123,25 @@ def test_nonfinite_zero_policy_sets_them_to_zero_and_says_so(case, synth_project
     assert done_marker(synth_project, "TS_7_1").is_file()
 
 
+def test_the_advice_of_a_failed_run_works_on_the_command_line(synth_project, caplog):
+    """`tomopick segment` on a tomogram with NaN: the error names --nonfinite zero and --on-error skip, flags that
+    segment has, and they do what it says."""
+    set_voxels(synth_project, "TS_7_1", (5, 6, 7), np.nan)
+    argv = ["segment", "-c", str(synth_project), "-mc", str(DEMO_CONFIG), "-mw", str(DEMO_WEIGHTS), "--ntta", "1",
+            "--device", "cpu"]
+    assert tomopick(argv) == 1
+    text = " ".join(error_lines(caplog))
+    assert "--nonfinite zero" in text and "--on-error skip" in text
+    caplog.clear()
+    assert tomopick([*argv, "--on-error", "skip"]) == 1  # the other run is done, this one listed as failed
+    assert done_marker(synth_project, "TS_7_0", "segment-octopi_1_predict").is_file()
+    assert not done_marker(synth_project, "TS_7_1", "segment-octopi_1_predict").exists()
+    caplog.clear()
+    assert tomopick([*argv, "--nonfinite", "zero"]) == 0
+    assert any("1 non-finite voxels (NaN or inf) set to 0" in w for w in warning_lines(caplog))
+    assert done_marker(synth_project, "TS_7_1", "segment-octopi_1_predict").is_file()
+
+
 def test_nonfinite_policy_is_checked_when_the_config_is_read(synth_project, tmp_path, caplog):
     assert run_yaml(tmp_path, synth_project, segment={"nonfinite": "ignore"}) == 2
     assert any("segment.nonfinite" in e and "ignore" in e for e in error_lines(caplog))

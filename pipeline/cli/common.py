@@ -121,6 +121,23 @@ def add_device_arg(p) -> None:
 
 def add_overwrite_arg(p, what: str) -> None:
     p.add_argument("--overwrite", **TRUE, help=f"redo runs that are done already and replace their {what}")
+    add_on_error_arg(p)
+
+
+def add_on_error_arg(p) -> None:
+    from pipeline.config import choices
+
+    p.add_argument("--on-error", default=None, choices=choices("output", "on_error"),
+                   help="a failing run: raise stops the job, skip goes on with the others and lists it at the end "
+                        "(output.on_error) (default raise)")
+
+
+def add_nonfinite_arg(p) -> None:
+    from pipeline.config import choices
+
+    p.add_argument("--nonfinite", default=None, choices=choices("segment", "nonfinite"),
+                   help="NaN or inf voxels in a tomogram: error fails the run naming their count, zero sets them to "
+                        "0 with a warning (segment.nonfinite) (default error)")
 
 
 def list_arg(value) -> list[str] | None:
@@ -199,5 +216,6 @@ def print_summary(result) -> int:
 
 
 __all__ = ["argparse", "ArgumentParser", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "file_arg",
-           "add_config_arg", "add_run_ids_arg", "add_tomo_args", "add_device_arg", "add_overwrite_arg", "list_arg",
+           "add_config_arg", "add_run_ids_arg", "add_tomo_args", "add_device_arg", "add_overwrite_arg",
+           "add_on_error_arg", "add_nonfinite_arg", "list_arg",
            "known_run_ids", "run_job", "announce_compilation", "print_summary"]

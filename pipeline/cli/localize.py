@@ -103,7 +103,7 @@ def run(args) -> int:
     doc = overlay(
         {"copick_config": args.config, "stages": ["localize"]},
         voxel_size=args.voxel_size, run_ids=list_arg(args.run_ids), device=args.device,
-        output={"overwrite": args.overwrite},
+        output={"overwrite": args.overwrite, "on_error": args.on_error},
         localize={"method": args.method, "segmentation": seg.info() if seg else None,
                   "radius_min_scale": args.radius_min_scale, "radius_max_scale": args.radius_max_scale,
                   "filter_size": args.filter_size, "pick_objects": list_arg(args.pick_objects),

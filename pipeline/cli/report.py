@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config", help="the run config YAML the shards ran with")
+    from pipeline.cli.common import file_arg
+
+    p.add_argument("config", type=file_arg("run config YAML", (".yaml", ".yml")),
+                   help="the run config YAML the shards ran with")
 
 
 def run(args) -> int:

@@ -7,7 +7,7 @@ Reports (throughput JSON, run_manifest.json, scores) go to output.dir (default <
 
 from __future__ import annotations
 
-from pipeline.cli.common import TRUE, d, file_arg
+from pipeline.cli.common import TRUE, add_nonfinite_arg, add_on_error_arg, d, file_arg
 from pipeline.config import RunConfig, choices
 
 
@@ -20,6 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--shard", default=None,
                    help="K/N: take runs K, K+N, K+2N, ... (K from 0), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     p.add_argument("--overwrite", **TRUE, help="redo runs that are done already (output.overwrite: true)")
+    add_on_error_arg(p)
+    add_nonfinite_arg(p)
     p.add_argument("--device", default=None, help="override the config's device: auto | cpu | cuda | cuda:N")
     p.add_argument("--executor", default=None, choices=choices("", "executor"),
                    help=f"where runs go {d(RunConfig, 'executor')}: local (this node) or ray (the actors of a Ray "
@@ -35,7 +37,8 @@ def run(args) -> int:
     from pipeline.run import run_pipeline
 
     cfg = load_config(args.config, overrides={"shard": args.shard, "device": args.device,
-                                              "output": {"overwrite": args.overwrite}, "executor": args.executor,
+                                              "output": {"overwrite": args.overwrite, "on_error": args.on_error},
+                                              "segment": {"nonfinite": args.nonfinite}, "executor": args.executor,
                                               "ray": {"address": args.ray_address}})
     announce_compilation(cfg)
     return print_summary(run_pipeline(cfg))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pipeline.cli.common import (
     add_config_arg,
     add_device_arg,
+    add_nonfinite_arg,
     add_overwrite_arg,
     add_run_ids_arg,
     add_tomo_args,
@@ -60,6 +61,7 @@ def add_arguments(p) -> None:
                         f"refused (octopi 1.7 quietly runs {MAX_NTTA})")
     add_device_arg(p)
     add_overwrite_arg(p, "segmentations")
+    add_nonfinite_arg(p)
     p.add_argument("--mode", choices=choices("segment", "mode"), default=None,
                    help=f"fast or compat (octopi 1.7's windows and blending) {d(SegmentConfig, 'mode')}")
     p.add_argument("--precision", choices=choices("segment", "precision"), default=None,
@@ -108,13 +110,13 @@ def run(args) -> int:
         {"copick_config": args.config, "stages": ["segment"],
          "model": {"configs": split_paths(args.model_config), "weights": weights}},
         voxel_size=tomo.voxel_size, tomo_alg=tomo.tomo_alg, run_ids=list_arg(args.run_ids), device=args.device,
-        output={"overwrite": args.overwrite},
+        output={"overwrite": args.overwrite, "on_error": args.on_error},
         read_ahead=args.read_ahead,
         segment={"mode": args.mode, "ntta": args.ntta, "overlap": args.overlap, "window_batch": args.window_batch,
                  "precision": args.precision, "save_probabilities": args.save_probabilities,
                  "write_segmentation": seg.info() if seg else None, "runtime": args.runtime,
                  "window_scale": args.window_scale, "border_scale": args.border_scale, "margin": args.margin,
-                 "blend": args.blend, "sigma_scale": args.sigma_scale},
+                 "blend": args.blend, "sigma_scale": args.sigma_scale, "nonfinite": args.nonfinite},
     )
     return run_job(doc, "tomopick segment")
 

@@ -142,7 +142,7 @@ def check_finite(volume: np.ndarray, what: str, policy: str) -> None:
     from pipeline.errors import RunError
 
     raise RunError(f"{what} has {bad} non-finite voxels (NaN or inf) of {volume.size}; fix the reconstruction, or "
-                   "set segment.nonfinite: zero to set them to 0")
+                   "set them to 0 with segment.nonfinite: zero (--nonfinite zero)")
 
 
 class RunLoop:
@@ -361,6 +361,7 @@ class RunLoop:
             run_id, exc = self.failure[0]
             raise RunFailed(
                 f"stopped after run {run_id} failed (output.on_error: raise); runs done so far are kept and its "
-                "earlier outputs, if any, are as they were. Set output.on_error: skip to go on with the other runs"
+                "earlier outputs, if any, are as they were. Set output.on_error: skip (--on-error skip) to go on with the "
+                "other runs"
             ) from exc
         return [self.records[r] for r in order if self.records[r].status != "pending"]
