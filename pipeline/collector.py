@@ -35,3 +35,12 @@ def started() -> None:
     gc.freeze()
     gc.set_threshold(*_saved)
     _saved = None
+
+
+def stop_deferring() -> None:
+    """Put the thresholds back without freezing, where ``started`` never came (a command that failed before
+    its models loaded, called in-process): later work in the process collects as Python does."""
+    global _saved
+    if _saved is not None:
+        gc.set_threshold(*_saved)
+        _saved = None

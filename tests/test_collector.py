@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline import collector
 from tests.test_driver import make_cfg
 
@@ -83,3 +85,14 @@ def test_a_worker_context_marks_the_end_of_start_up(synth_project, tmp_path):
         gc.unfreeze()
         collector._saved = None
         gc.set_threshold(*default)
+
+
+def test_a_command_that_fails_before_its_models_load_leaves_the_thresholds_as_they_were(tmp_path):
+    from pipeline.cli import main
+
+    default = gc.get_threshold()
+    assert main(["localize", "-c", str(tmp_path / "missing.json")]) == 2
+    assert gc.get_threshold() == default and collector._saved is None
+    with pytest.raises(SystemExit):
+        main(["localize", "--no-such-flag"])
+    assert gc.get_threshold() == default and collector._saved is None

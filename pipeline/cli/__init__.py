@@ -61,10 +61,19 @@ runs in flight are finished or rolled back and the report is written first)"""
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline import own_process
-    from pipeline.cli.common import UserError, setup_logging
-    from pipeline.errors import RunFailed, Terminated, raise_on_termination
 
     own_process.declare()  # the CLI's process is tomopick's own
+    try:
+        return _main(argv)
+    finally:
+        from pipeline.collector import stop_deferring
+
+        stop_deferring()  # a command that ended before its models loaded: Python's thresholds again
+
+
+def _main(argv: list[str] | None) -> int:
+    from pipeline.cli.common import UserError, setup_logging
+    from pipeline.errors import RunFailed, Terminated, raise_on_termination
 
     parser = build_parser()
     args = parser.parse_args(argv)
