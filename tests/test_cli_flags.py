@@ -144,6 +144,13 @@ def test_localize_refuses_a_label_the_segmentation_lacks(synth_project, caplog):
                  "-m", "com", "-np", "1"]) == 0
 
 
+def test_without_a_segmentation_log_a_label_the_map_lacks_is_a_warning_per_run(synth_project, caplog):
+    # no log to check -lbl against before the job: each run whose map lacks the label says so
+    assert main(["localize", "-c", str(synth_project), *SEG, "-lbl", "99", "-obj", "ribosome", "-np", "1"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "no voxel of label 99" in r.getMessage()]
+    assert sorted(w.split(":")[0] for w in warned) == ["run TS_7_0", "run TS_7_1"], warned
+
+
 # --- 5, 6. tune's settings without -o; errors in a --tuned file name the file -------------------------------------
 
 @pytest.fixture()

@@ -226,6 +226,12 @@ class RunLoop:
                                  progress=bar.update_to)
             rec.seconds["localize"] = time.perf_counter() - t0
             rec.picks = {name: len(p) for name, p in picks.items()}
+            label = self.cfg.localize.label
+            if (label is not None and label_map is not None and not sum(rec.picks.values())
+                    and not bool((label_map == label).any())):
+                # octopi's -lbl with a value the map lacks reads an empty mask: 0 picks, but not unnoticed
+                log.warning("run %s: the segmentation has no voxel of label %d (-lbl/localize.label): 0 picks",
+                            run_id, label)
         host_map = None
         if self.outputs.wants_label_map and label_map is not None:
             host_map = label_map if isinstance(label_map, np.ndarray) else label_map.cpu().numpy()
