@@ -57,7 +57,7 @@ def read_voxel_size(path) -> float | None:
 
 def check_voxel_size(path, recorded: float | None, voxel_size: float) -> None:
     """Refuse probabilities segmented at another voxel size: every pick would land at the wrong place."""
-    if recorded is not None and abs(recorded - float(voxel_size)) > 1e-3 * max(1.0, recorded):
+    if recorded is not None and abs(recorded - float(voxel_size)) > 1e-9 * max(1.0, recorded):  # copick: exact
         raise RunError(f"probabilities '{path}' were segmented at {recorded:g} A, but this job's voxel size is "
                        f"{float(voxel_size):g} A; give -vs/--voxel-size {recorded:g} (or the probabilities of "
                        f"a segmentation at {float(voxel_size):g} A)")

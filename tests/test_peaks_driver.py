@@ -196,8 +196,9 @@ def test_probabilities_at_another_voxel_size_are_refused(peaks_projects, caplog)
             del fh["probabilities"].attrs["voxel_size"]
     caplog.clear()
     assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(old), "-vs", "20",
-                 "-psid", "8"]) != 0
-    assert "no voxel spacing 20 A" in caplog.text and "cannot be placed" in caplog.text
+                 "-psid", "8"]) == 2  # refused once, before any run
+    assert "none of the 2 run(s) with a probability file in" in caplog.text
+    assert "has the voxel size 20 A; the project's tomograms: wbp@10" in caplog.text
     assert all(len(p[0]) == 0 for p in picks_and_scores(chain, session="8").values())
 
 
@@ -232,3 +233,24 @@ def test_runs_skipped_as_done_with_other_settings_are_named(peaks_projects, capl
     after = picks_and_scores(chain)
     for key in before:  # skipped: the picks stay
         np.testing.assert_array_equal(before[key][0], after[key][0])
+
+
+def test_a_job_stopped_by_a_failed_run_exits_while_the_next_run_is_being_read(peaks_projects, tmp_path):
+    """on_error raise: the first run's probabilities are damaged, the reader is reading the next run's file when
+    the job stops. The process exits 1 (it hung in the interpreter's exit on h5py's lock before)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import h5py
+
+    _, chain, probs, _ = peaks_projects
+    bad = tmp_path / "probs"
+    shutil.copytree(probs, bad)
+    with h5py.File(bad / "TS_7_0.h5", "r+") as fh:
+        fh["probabilities"][0, 0, 0, 0] = np.nan
+    argv = [sys.executable, "-m", "pipeline.cli", "localize", "-c", str(chain), "-m", "peaks", "--probabilities",
+            str(bad), "-psid", "11", "-np", "1"]
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "stopped after run TS_7_0 failed" in out.stderr

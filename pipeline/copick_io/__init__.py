@@ -32,6 +32,7 @@ from pipeline.copick_io.project import (
     overlay_root,
     particle_objects,
     runs_with_tomogram,
+    runs_with_voxel_spacing,
     segmentation_inventory,
     tomogram_inventory,
 )
@@ -59,7 +60,8 @@ from pipeline.copick_io.volumes import (
 
 __all__ = [
     "copick", "xyz_ang_to_zyx_vox", "zyx_vox_to_xyz_ang",
-    "open_project", "overlay_root", "particle_objects", "runs_with_tomogram", "segmentation_inventory",
+    "open_project", "overlay_root", "particle_objects", "runs_with_tomogram", "runs_with_voxel_spacing",
+    "segmentation_inventory",
     "tomogram_inventory",
     "read_array", "read_segmentation", "read_tomogram", "remove_segmentation", "runs_with_segmentation",
     "segmentation_exists", "tomogram_shape", "write_segmentation",

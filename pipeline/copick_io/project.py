@@ -162,6 +162,17 @@ def segmentation_inventory(root) -> dict[str, int]:
     return dict(sorted(found.items()))
 
 
+def runs_with_voxel_spacing(root, voxel_size: float, run_ids) -> tuple[list[str], dict[str, str]]:
+    """Of ``run_ids``, the runs that have voxel spacing ``voxel_size`` (copick's exact rule); the others with why."""
+    found, skipped = [], {}
+    for rid in run_ids:
+        if _voxel_spacing(root.get_run(rid), voxel_size) is None:
+            skipped[rid] = f"no voxel spacing {voxel_size:g} A"
+        else:
+            found.append(rid)
+    return found, skipped
+
+
 def runs_with_tomogram(root, voxel_size: float, tomo_alg: str, run_ids=None) -> tuple[list[str], dict[str, str]]:
     """Runs that have tomogram ``tomo_alg@voxel_size``; the others map to the reason they were skipped."""
     candidates, skipped = _select_runs(root, run_ids)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _END = object()
 _WAITING = object()
 SETTLE_EVERY = 0.2  # seconds: while no next run is there, finished runs are reported this often
+READER_JOIN_SECONDS = 120.0  # at most, at the end of a loop: the reader finishes the read it is in
 
 
 class _Reader(threading.Thread):
@@ -60,6 +61,16 @@ class _Reader(threading.Thread):
         self.seg = input_segmentation(ctx.cfg)
         self.probabilities = input_probabilities(ctx.cfg)
         self.error: BaseException | None = None  # the run source or a claim failed: the loop re-raises it
+        self.awaiting_run = threading.Event()  # set while it waits for the next run from ``run_ids``
+
+    def finish_read(self, timeout: float) -> None:
+        """Once the loop stopped: wait for the reader to end (a stopped loop leaves it claiming or reading the
+        next run): the claims go after it, and a process that exits while a daemon thread is inside h5py hangs
+        on h5py's lock. A reader waiting for its next run (a shared queue) is not waited for: when one comes it
+        sees the stop and reads nothing."""
+        deadline = time.perf_counter() + timeout
+        while self.is_alive() and not self.awaiting_run.is_set() and time.perf_counter() < deadline:
+            self.join(timeout=0.05)
 
     def read(self, run_id: str):
         from pipeline import copick_io
@@ -93,13 +104,19 @@ class _Reader(threading.Thread):
         try:
             run_ids = iter(self.run_ids)
             while self._slot():
-                run_id = next(run_ids, None)
+                self.awaiting_run.set()
+                try:
+                    run_id = next(run_ids, None)
+                finally:
+                    self.awaiting_run.clear()
                 if run_id is None or self.stop.is_set():
                     break
                 skip = self.on_start(run_id)
                 if skip is not None:  # claimed by another driver, or done meanwhile
                     self.out.put((run_id, None, skip, 0.0))
                     continue
+                if self.stop.is_set():  # stopped while it claimed the run: leave it (the claim is released)
+                    break
                 t0 = time.perf_counter()
                 try:
                     item = (run_id, self.read(run_id), None, time.perf_counter() - t0)
@@ -361,6 +378,7 @@ class RunLoop:
             localizer.shutdown(wait=True)
             writer.shutdown(wait=True)
             settle(block=True)
+            reader.finish_read(READER_JOIN_SECONDS)
             self.claims.release_all()
         if self.failure:
             # the run's own error is logged already (naming run and file): say what happened to the job, once

@@ -88,6 +88,14 @@ def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str]]:
         if not runs:
             raise RunError(f"{cfg.copick_config}: no run has {wanted} (runs: {', '.join(names[:5])}...); write them "
                            "with `tomopick segment --save-probabilities DIR`")
+        # picks are placed at the voxel size: a run without it fails alike, so say it here, once
+        placed, _ = copick_io.runs_with_voxel_spacing(root, cfg.voxel_size, runs)
+        skipped.update({r: f"no voxel spacing {cfg.voxel_size:g} A" for r in runs if r not in placed})
+        if not placed:
+            raise RunError(f"{cfg.copick_config}: none of the {len(runs)} run(s) with {wanted} has the voxel size "
+                           f"{cfg.voxel_size:g} A; the project's tomograms: "
+                           f"{', '.join(copick_io.tomogram_inventory(root)) or 'none'}; check -vs/--voxel-size")
+        runs = placed
     else:
         runs, skipped = copick_io.runs_with_tomogram(root, cfg.voxel_size, cfg.tomo_alg, cfg.run_ids)
         wanted = f"tomogram {cfg.tomo_alg}@{cfg.voxel_size:g}"
