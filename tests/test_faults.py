@@ -325,6 +325,10 @@ def test_a_finished_segmentation_is_not_segmented_again_by_another_job_without_o
     assert "TS_7_0 (by tomopick segment); TS_7_1 (by a full job, picks octopi/1)" in line
     assert "Pass --overwrite" in line
     assert "tomopick localize -sinfo" in line
+    caplog.clear()  # peaks cannot pick from a segmentation alone: the advice says so
+    assert run_yaml(tmp_path, done_copy, localize={"pick_session_id": "9", "method": "peaks"}) == 2
+    (line,) = error_lines(caplog)
+    assert "peaks picks from class probabilities, which that segmentation does not keep" in line
     assert {k: v for k, v in outputs_of(done_copy, "TS_7_1").items() if k.startswith("Segmentations/")} == seg_before
     # a segmentation that no marker names is still refused
     caplog.clear()
@@ -339,6 +343,7 @@ def test_a_finished_segmentation_is_not_segmented_again_by_another_job_without_o
     assert rc == 2
     (line,) = error_lines(caplog)
     assert "TS_7_1: segmentation predict:someone/1" in line and "Pass --overwrite" in line
+    assert "-seginfo" in line and "-psid" not in line  # segment has no pick session to change
 
 
 def test_localize_into_the_ground_truth_pick_set_is_refused(synth_project, caplog):
@@ -564,6 +569,13 @@ def test_a_claim_that_cannot_be_written_stops_the_job_naming_the_path(synth_proj
     (line,) = error_lines(caplog)
     assert line.startswith(f"{claims}: ")
     assert json.loads((tmp_path / "out" / "throughput.json").read_text())["summary"]["runs_done"] == 0
+
+
+def test_a_shard_with_nothing_to_do_prints_no_report_it_did_not_write(done_copy, tmp_path, capsys):
+    assert run_yaml(tmp_path, done_copy, "--shard", "1/2") == 0
+    out = capsys.readouterr().out
+    assert "manifest: " not in out and "report: " not in out
+    assert "throughput-shard1of2.json" not in out and "run_manifest-shard1of2.json" not in out
 
 
 def test_a_resume_with_nothing_to_do_writes_nothing(done_copy, tmp_path, monkeypatch, caplog):

@@ -118,6 +118,13 @@ def test_export_star_reads_back_equal_with_starfile(picked_project, tmp_path):
         np.testing.assert_allclose(formats.rotations_from_relion(angles[:1])[0], transforms[0, :3, :3], atol=1e-12)
 
 
+def test_export_csv_to_a_folder_not_yet_there_is_refused(picked_project, tmp_path):
+    config, _ = picked_project
+    assert main(["export", "-c", str(config), "--user-id", "octopi", "--session-id", "1", "--format", "csv",
+                 "-o", f"{tmp_path / 'newdir'}/"]) == 2
+    assert not (tmp_path / "newdir").exists()
+
+
 def test_export_filters_and_star_reimport(picked_project, tmp_path):
     config, picks = picked_project
     one = tmp_path / "ribo.star"

@@ -210,7 +210,9 @@ def print_summary(result) -> int:
     lines.append(summary_line(result))
     if result.failed:
         lines.append("failed runs: " + ", ".join(f"{r.run_id} ({r.error})" for r in result.failed))
-    lines += [f"report: {result.report_path}", f"manifest: {result.manifest_path}"]
+    # only files that are there: a job with nothing to do (a shard whose runs are done) may have none
+    lines += [f"{what}: {path}" for what, path in (("report", result.report_path), ("manifest", result.manifest_path))
+              if path is not None and Path(path).is_file()]
     print("\n".join(lines))
     return 1 if result.failed else 0
 

@@ -104,8 +104,8 @@ def run(args) -> int:
         log.info("left out %d picks with a score below %g", dropped, opts.min_score)
 
     if opts.format == "csv":
-        if out.is_dir():
-            raise ConfigError(f"-o {out}: a folder; --format csv writes one file, e.g. -o submission.csv")
+        if out.is_dir() or str(args.output).endswith(("/", "\\")):  # "dir/" names a folder even before it exists
+            raise ConfigError(f"-o {args.output}: a folder; --format csv writes one file, e.g. -o submission.csv")
         names = {copick: portal for portal, copick in copick_io.run_aliases(root).items()}
         rows = [(names.get(r, r), o.name, *picks[(r, o.name)][::2]) for r in runs for o in objects
                 if (r, o.name) in picks]

@@ -167,13 +167,17 @@ def _refuse_foreign_outputs(cfg: RunConfig, outputs: RunOutputs, todo: list[str]
 
     foreign = {run_id: found for run_id in todo if (found := outputs.foreign(run_id))}
     if foreign:
+        elsewhere = []  # only the ways this job's command has
+        if cfg.has("localize"):
+            elsewhere.append("another pick session: -psid, localize.pick_session_id")
+        if written_segmentation(cfg) is not None:
+            elsewhere.append("another segmentation: -seginfo, segment.write_segmentation")
         listing = "; ".join(f"{run_id}: {', '.join(found)}" for run_id, found in list(foreign.items())[:5])
         more = f" (and {len(foreign) - 5} more runs)" if len(foreign) > 5 else ""
         raise RunError(
             f"{cfg.copick_config}: {len(foreign)} run(s) already have outputs that this job would replace and that "
             f"tomopick did not write: {listing}{more}. Pass --overwrite (output.overwrite: true) to replace them, or "
-            "write elsewhere (another pick session: -psid, localize.pick_session_id; another segmentation: -seginfo, "
-            "segment.write_segmentation)"
+            f"write elsewhere ({'; '.join(elsewhere)})"
         )
 
 
@@ -236,12 +240,20 @@ def _refuse_replacing_finished_segmentations(cfg: RunConfig, root, todo: list[st
         seg = written_segmentation(cfg)
         listing = "; ".join(f"{run_id} (by {_describe_key(by)})" for run_id, by in list(finished.items())[:5])
         more = f" (and {len(finished) - 5} more runs)" if len(finished) > 5 else ""
+        from pipeline.localize.methods import PROBABILITIES, get_method
+
+        if get_method(cfg.localize.method).needs == PROBABILITIES:  # a segmentation alone keeps no probabilities
+            reuse = (f"; {cfg.localize.method} picks from class probabilities, which that segmentation does not keep: "
+                     "to pick from it, use a method that reads labels (localize-only: stages: [localize] with "
+                     "localize.segmentation, or `tomopick localize -sinfo`)")
+        else:
+            reuse = ("; or pick from that one without segmenting (stages: [localize] with localize.segmentation, "
+                     "or `tomopick localize -sinfo`)")
         raise RunError(
             f"{cfg.copick_config}: {len(finished)} run(s) have the segmentation {seg.uri()} finished by an earlier "
             f"tomopick job, which this job would segment again and replace: {listing}{more}. Pass --overwrite "
             "(output.overwrite: true) to replace it; write another segmentation (segment.write_segmentation, "
-            "-seginfo); or pick from that one without segmenting (stages: [localize] with localize.segmentation, "
-            "or `tomopick localize -sinfo`)"
+            f"-seginfo){reuse}"
         )
 
 
