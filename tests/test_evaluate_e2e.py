@@ -155,3 +155,13 @@ def test_show_renders_slices_through_the_picks(project, tmp_path):
     assert rc == 0
     assert (out / f"{runs[1]}_z0005.png").exists() and (out / f"{runs[1]}_z0030.png").exists()
     assert main(["show", "-c", str(config), "-runs", runs[1], "--z", "999", "-o", str(out)]) == 2
+
+
+def test_show_warns_about_a_pick_set_that_is_not_there(project, tmp_path, caplog):
+    config, objects, runs, expected = project
+    rc = main(["show", "-c", str(config), "-runs", runs[0], "-gtuid", GT[0], "-gtsid", GT[1], "-puid", PRED[0],
+               "-psid", "77", "--z", "5", "-o", str(tmp_path / "show")])
+    assert rc == 0  # drawn with an empty predicted layer, but said
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"no predicted picks of user '{PRED[0]}', session 77" in w for w in warned), warned
+    assert not any("ground-truth picks" in w for w in warned), warned

@@ -94,6 +94,14 @@ def run(args) -> int:
         raise RunError(f"no run has tomogram {tomo.uri()} (asked for: {args.run_ids or 'any run'}); check --tomo-uri")
     if args.run_ids is None:
         run_ids = run_ids[:1]
+    from pipeline.evaluate_io import check_pick_sets_exist
+
+    for what, ids in (("ground-truth", (ev.ground_truth_user_id, ev.ground_truth_session_id)),
+                      ("predicted", (loc.pick_user_id, loc.pick_session_id))):
+        try:  # drawn all the same (an empty layer), but a typo'd id should not pass for "all missed"
+            check_pick_sets_exist(root, run_ids, {what: ids}, args.config)
+        except RunError as exc:
+            log.warning("%s; drawing that layer empty", exc)
     z_asked = _int_list(args.z, "--z") if args.z is not None else None
 
     out_dir = Path(show.output)
