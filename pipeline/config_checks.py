@@ -158,13 +158,23 @@ def _with_tuned(data: dict, source: str, base: Path) -> dict:
     if not isinstance(loc, dict) or not loc.get("tuned"):
         return data
     path = Path(_resolve(str(loc["tuned"]), base))
+    tuned = read_tuned_block(path, f"{source}: 'localize.tuned' file '{path}'")
+    return {**data, "localize": {**tuned, **loc, "tuned": str(path)}}
+
+
+def read_tuned_block(path: Path, where: str) -> dict:
+    """The ``localize`` block of a file that ``tomopick tune`` wrote, its keys, types and ranges checked here so
+    that an error names the file (``where``), not the config or the flags it is laid under."""
+    from pipeline.config import build
+
     try:
         tuned = (yaml.safe_load(path.read_text()) or {}).get("localize")
     except (OSError, yaml.YAMLError, AttributeError) as exc:
-        raise ConfigError(f"{source}: 'localize.tuned' file '{path}': cannot read it ({exc}); give the YAML that "
-                          "`tomopick tune` wrote") from None
+        raise ConfigError(f"{where}: cannot read it ({exc}); give the YAML that `tomopick tune -o FILE` "
+                          "wrote") from None
     if not isinstance(tuned, dict):
-        raise ConfigError(f"{source}: 'localize.tuned' file '{path}' has no 'localize:' block")
-    return {**data, "localize": {**tuned, **loc, "tuned": str(path)}}
+        raise ConfigError(f"{where}: has no 'localize:' block; give the YAML that `tomopick tune -o FILE` wrote")
+    _check_localize(build(LocalizeConfig, tuned, where, "localize"), where)
+    return tuned
 
 

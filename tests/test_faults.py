@@ -494,6 +494,15 @@ def test_a_misspelled_class_in_a_run_configs_peaks_settings_names_the_config_not
     assert "--threshold" not in line
 
 
+def test_an_unknown_key_in_a_run_configs_tuned_file_names_that_file(synth_project, tmp_path, monkeypatch, caplog):
+    no_segmenting(monkeypatch)
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text("localize:\n  method: peaks\n  tresholds: {default: 0.3}\n")
+    assert run_yaml(tmp_path, synth_project, localize={"tuned": str(tuned)}) == 2
+    (line,) = error_lines(caplog)
+    assert f"'localize.tuned' file '{tuned}'" in line and "unknown key 'localize.tresholds'" in line
+
+
 def test_a_misspelled_ground_truth_user_is_refused_before_any_segmentation(synth_project, tmp_path, monkeypatch,
                                                                          caplog):
     no_segmenting(monkeypatch)

@@ -120,25 +120,14 @@ def read_tuned(path_text: str) -> dict:
     config build would blame the command line)."""
     from pathlib import Path
 
-    import yaml
-
-    from pipeline.config import build
-    from pipeline.config_checks import _check_localize
+    from pipeline.config_checks import read_tuned_block
     from pipeline.errors import ConfigError
 
     path = Path(path_text).expanduser()
     source = f"--tuned file '{path}'"
     if not path.is_file():
         raise ConfigError(f"{source}: no such file; give the YAML that `tomopick tune -o FILE` wrote")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    block = doc.get("localize") if isinstance(doc, dict) else None
-    if not isinstance(block, dict):
-        raise ConfigError(f"{source}: has no 'localize:' block; give the YAML that `tomopick tune -o FILE` wrote")
-    _check_localize(build(LocalizeConfig, block, source, "localize"), source)  # keys, types, ranges
-    return block
+    return read_tuned_block(path, source)
 
 
 def check_flags(args, cfg, tuned: dict | None) -> None:
