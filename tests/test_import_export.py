@@ -61,6 +61,11 @@ def test_import_mrc_refuses_clashes_and_anisotropic_voxels(tmp_path, caplog):
     config = tmp_path / "proj" / "config.json"
     assert main(["import-mrc", "-c", str(config), str(a), str(b)]) == 2
     assert "TS_1" in caplog.text and "--run-names" in caplog.text and not config.exists()
+    assert f"two tomograms for one run (run 'TS_1': {a}, {b})" in caplog.text  # the files named
+    caplog.clear()
+    assert main(["import-mrc", "-c", str(config), str(a), str(b), "--run-names", "X,X"]) == 2
+    assert f"run 'X': {a}, {b}" in caplog.text and "give each file its own name in --run-names" in caplog.text
+    assert not config.exists()
     assert main(["import-mrc", "-c", str(config), str(a)]) == 0
     caplog.clear()
     assert main(["import-mrc", "-c", str(config), str(b)]) == 2  # TS_1 has wbp@10 already
@@ -179,7 +184,7 @@ def test_export_csv_is_the_challenge_format_and_reimports(picked_project, tmp_pa
     assert "octopi/1" in caplog.text  # what there is instead
 
 
-def test_kaggle_pick_files_import(tmp_path):
+def test_kaggle_pick_files_import(tmp_path, caplog):
     """The Kaggle layout's overlay/ExperimentRuns/<run>/Picks/<object>.json (copick cannot list such names)."""
     config = tmp_path / "proj" / "config.json"
     a, _ = _mrc(tmp_path / "TS_6_4.mrc")
@@ -195,6 +200,15 @@ def test_kaggle_pick_files_import(tmp_path):
     root = copick_io.open_project(config)
     xyz, _, scores = copick_io.read_picks_ang(root, "TS_6_4", "ribosome", "curation", "0")
     np.testing.assert_array_equal(xyz, [[52.75, 101.5, 33.25], [12.0, 13.0, 14.0]])
+    # the same pick set from two files: refused, naming both
+    other = tmp_path / "copy" / "ExperimentRuns" / "TS_6_4" / "Picks"
+    other.mkdir(parents=True)
+    (other / "ribosome.json").write_text(json.dumps(doc))
+    rc = main(["import-mrc", "-c", str(config), "--picks", str(picks_dir / "ribosome.json"),
+               str(other / "ribosome.json"), "--overwrite"])
+    assert rc == 2
+    assert "two pick files give the same pick set (run 'TS_6_4', ribosome curation/0: " in caplog.text
+    assert str(picks_dir / "ribosome.json") in caplog.text and str(other / "ribosome.json") in caplog.text
     np.testing.assert_array_equal(scores, [1.0, 0.5])
     assert (copick_io.overlay_root(root) / "ExperimentRuns" / "TS_6_4" / "Picks" / "curation_0_ribosome.json").is_file()
 

@@ -90,7 +90,11 @@ def run(args) -> int:
             raise ConfigError(f"run name {name!r} (from {info.path}) cannot be a folder name; pass --run-names")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ConfigError(f"runs {twice} would get two tomograms each (files with the same name); pass --run-names")
+        clash = "; ".join(f"run {n!r}: {', '.join(str(i.path) for m, i in zip(names, infos) if m == n)}"
+                          for n in twice[:3])
+        how = ("give each file its own name in --run-names" if args.run_names
+               else "the run names come from the file names: pass --run-names, one per file")
+        raise ConfigError(f"two tomograms for one run ({clash}); {how}")
 
     config = Path(args.config)
     root = copick_io.open_project(config) if config.exists() else None
@@ -126,7 +130,10 @@ def run(args) -> int:
     keys = [(t.run, t.object_name, t.user_id, t.session_id) for t in tables]
     if len(set(keys)) != len(keys):
         twice = sorted({k for k in keys if keys.count(k) > 1})
-        raise ConfigError(f"pick files give the same pick set twice: {twice[:3]} (run, object, user, session)")
+        sources = {k: sorted({str(t.source) for t, kt in zip(tables, keys) if kt == k}) for k in twice[:3]}
+        clash = "; ".join(f"run {k[0]!r}, {k[1]} {k[2]}/{k[3]}: {', '.join(files)}" for k, files in sources.items())
+        raise ConfigError(f"two pick files give the same pick set ({clash}); import one of them, or give the other "
+                          "another --session-id in a second import")
 
     # 2. write: the project, each tomogram whole (removed again on failure), then the picks
     if root is None:
