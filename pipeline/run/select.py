@@ -4,7 +4,6 @@ the objects to pick. Nothing here computes; everything reads the project through
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -246,10 +245,7 @@ def picked_otherwise(cfg: RunConfig, root, run_ids: list[str]) -> dict[str, list
         return {}
     out = {}
     for run_id in run_ids:
-        try:
-            info = json.loads(overlay_files.run_done_marker(root, run_id, marker_key(cfg)).read_text())
-        except (OSError, ValueError):
-            continue
+        info = overlay_files.read_json(overlay_files.run_done_marker(root, run_id, marker_key(cfg)))
         then = info.get("localize") if isinstance(info, dict) else None
         if isinstance(then, dict) and then != now:
             out[run_id] = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
