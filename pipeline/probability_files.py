@@ -68,12 +68,13 @@ def check_fits_tomogram(probabilities: np.ndarray, path, root, run_id: str, voxe
     not record their voxel size, and for probabilities of another project's run of the same name."""
     from pipeline import copick_io
 
-    try:
-        shape = copick_io.tomogram_shape(root, run_id, voxel_size, tomo_alg)
-    except RunError as exc:
-        if "no voxel spacing" in str(exc):
-            raise RunError(f"{exc}; the probabilities '{path}' cannot be placed in this run") from None
+    placed, missing = copick_io.runs_with_voxel_spacing(root, voxel_size, [run_id])
+    if not placed:
+        raise RunError(f"run '{run_id}': {missing[run_id]}; the probabilities '{path}' cannot be placed in this run "
+                       "(check -vs/--voxel-size)")
+    if not copick_io.has_tomogram(root, run_id, voxel_size, tomo_alg):
         return  # no such tomogram type at this voxel size: the recorded voxel size is the only check
+    shape = copick_io.tomogram_shape(root, run_id, voxel_size, tomo_alg)
     if tuple(probabilities.shape[1:]) != tuple(shape):
         raise RunError(f"probabilities '{path}': (z, y, x) shape {tuple(probabilities.shape[1:])}, but run "
                        f"'{run_id}' has the tomogram {tomo_alg}@{float(voxel_size):g} of shape {tuple(shape)}; "

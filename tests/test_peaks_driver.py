@@ -215,6 +215,9 @@ def test_probabilities_of_another_tomogram_shape_are_refused(peaks_projects, tmp
     check_fits_tomogram(probabilities, "p.h5", root, "TS_7_0", 10.0, "wbp")  # the run's own: fits
     with pytest.raises(RunError, match=r"shape .* but run 'TS_7_0' has the tomogram wbp@10"):
         check_fits_tomogram(probabilities[:, :-2], "p.h5", root, "TS_7_0", 10.0, "wbp")
+    with pytest.raises(RunError, match=r"run 'TS_7_0': no voxel spacing 20 A; the probabilities 'p.h5' cannot be"):
+        check_fits_tomogram(probabilities, "p.h5", root, "TS_7_0", 20.0, "wbp")
+    check_fits_tomogram(probabilities[:, :-2], "p.h5", root, "TS_7_0", 10.0, "denoised")  # no such tomogram
 
 
 def test_runs_skipped_as_done_with_other_settings_are_named(peaks_projects, caplog):
