@@ -172,13 +172,18 @@ def _refuse_foreign_outputs(cfg: RunConfig, outputs: RunOutputs, todo: list[str]
             elsewhere.append("another pick session: -psid, localize.pick_session_id")
         if written_segmentation(cfg) is not None:
             elsewhere.append("another segmentation: -seginfo, segment.write_segmentation")
-        listing = "; ".join(f"{run_id}: {', '.join(found)}" for run_id, found in list(foreign.items())[:5])
-        more = f" (and {len(foreign) - 5} more runs)" if len(foreign) > 5 else ""
+        listing = _first_runs([f"{run_id}: {', '.join(found)}" for run_id, found in foreign.items()])
         raise RunError(
             f"{cfg.copick_config}: {len(foreign)} run(s) already have outputs that this job would replace and that "
-            f"tomopick did not write: {listing}{more}. Pass --overwrite (output.overwrite: true) to replace them, or "
+            f"tomopick did not write: {listing}. Pass --overwrite (output.overwrite: true) to replace them, or "
             f"write elsewhere ({'; '.join(elsewhere)})"
         )
+
+
+def _first_runs(parts: list[str], shown: int = 5) -> str:
+    """The first runs of a refusal's list, and how many more there are."""
+    more = f" (and {len(parts) - shown} more runs)" if len(parts) > shown else ""
+    return "; ".join(parts[:shown]) + more
 
 
 def _check_ground_truth_exists(cfg: RunConfig, root) -> None:
@@ -238,8 +243,7 @@ def _refuse_replacing_finished_segmentations(cfg: RunConfig, root, todo: list[st
                 and (by := segmentation_finished_by(cfg, root, run_id))}
     if finished:
         seg = written_segmentation(cfg)
-        listing = "; ".join(f"{run_id} (by {_describe_key(by)})" for run_id, by in list(finished.items())[:5])
-        more = f" (and {len(finished) - 5} more runs)" if len(finished) > 5 else ""
+        listing = _first_runs([f"{run_id} (by {_describe_key(by)})" for run_id, by in finished.items()])
         from pipeline.localize.methods import PROBABILITIES, get_method
 
         if get_method(cfg.localize.method).needs == PROBABILITIES:  # a segmentation alone keeps no probabilities
@@ -251,7 +255,7 @@ def _refuse_replacing_finished_segmentations(cfg: RunConfig, root, todo: list[st
                      "or `tomopick localize -sinfo`)")
         raise RunError(
             f"{cfg.copick_config}: {len(finished)} run(s) have the segmentation {seg.uri()} finished by an earlier "
-            f"tomopick job, which this job would segment again and replace: {listing}{more}. Pass --overwrite "
+            f"tomopick job, which this job would segment again and replace: {listing}. Pass --overwrite "
             "(output.overwrite: true) to replace it; write another segmentation (segment.write_segmentation, "
             f"-seginfo){reuse}"
         )
