@@ -45,6 +45,21 @@ def test_no_flag_is_read_as_an_abbreviation(argv, typed, capsys):
     assert "unrecognized arguments" in err and typed in err, err
 
 
+@pytest.mark.parametrize("argv, command, typed", [
+    (["localize", "-c", "c.json", "--bogus"], "localize", "--bogus"),
+    (["evaluate", "-c", "c.json", "-f", "0"], "evaluate", "-f 0"),
+    (["run", "x.yaml", "--dev", "cpu"], "run", "--dev cpu"),
+    (["--bogus"], None, "--bogus"),
+])
+def test_an_unknown_flag_prints_the_usage_of_its_command(argv, command, typed, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    prog = f"tomopick {command}" if command else "tomopick"
+    assert exc.value.code == 2 and f"{prog}: error: unrecognized arguments: {typed}\n" in err, err
+    assert err.startswith(f"usage: {prog} "), err
+
+
 def test_exact_flags_values_joined_by_equals_and_joined_switches_still_work():
     args = build_parser().parse_args(["-vv", "evaluate", "-c", "c.json", "-fb=2", "--voxel-size=12", "-dts", "0.5",
                                       "-v", "True", "-names", "ribosome"])
