@@ -81,20 +81,28 @@ def check_fits_tomogram(probabilities: np.ndarray, path, root, run_id: str, voxe
                        "they were segmented from another tomogram or at another voxel size (-vs)")
 
 
-def read_probabilities(path, voxel_size: float | None = None) -> np.ndarray:
-    """The (classes, z, y, x) float16 probabilities of one file; a clear error naming it when it is damaged, or
-    when ``voxel_size`` is given and the file was segmented at another."""
+def read_probabilities(path, voxel_size: float | None = None, run_id: str | None = None) -> np.ndarray:
+    """The (classes, z, y, x) float16 probabilities of one file; a clear error naming it when it is damaged,
+    when ``voxel_size`` is given and the file was segmented at another, or when ``run_id`` is given and the file
+    records another run (a copy renamed after another run's name: its shape may fit, its particles do not)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as fh:
             data = fh["probabilities"][...]
             recorded = fh["probabilities"].attrs.get("voxel_size")
+            recorded_run = fh["probabilities"].attrs.get("run")
     except (OSError, KeyError, ValueError) as exc:
         raise RunError(f"probabilities '{path}': cannot read them ({type(exc).__name__}: {exc}); re-write them "
                        "with `tomopick segment --save-probabilities`") from None
     if voxel_size is not None:
         check_voxel_size(path, None if recorded is None else float(recorded), voxel_size)
+    if isinstance(recorded_run, bytes):
+        recorded_run = recorded_run.decode()
+    if run_id is not None and recorded_run is not None and str(recorded_run) != str(run_id):
+        raise RunError(f"probabilities '{path}' were segmented from run '{recorded_run}', not '{run_id}'; give the "
+                       f"folder that `tomopick segment --save-probabilities` wrote for this project's runs (or "
+                       f"segment '{run_id}' again)")
     if data.ndim != 4:
         raise RunError(f"probabilities '{path}': shape {data.shape}, expected (classes, z, y, x)")
     if not np.all(np.isfinite(data)):

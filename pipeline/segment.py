@@ -366,11 +366,13 @@ def _warn_host_stitching_once(dev) -> None:
         _warned_host_stitching = True
 
 
-def save_probabilities(path, probabilities, labels: dict[str, int], voxel_size: float | None = None) -> None:
+def save_probabilities(path, probabilities, labels: dict[str, int], voxel_size: float | None = None,
+                       run_id: str | None = None) -> None:
     """Per-class probabilities (classes, z, y, x) -> HDF5 ``probabilities`` (float16, chunked, gzip) + label names.
 
     Attributes: ``labels`` (JSON object name -> class index), ``axes`` = "c,z,y,x" and, when given,
-    ``voxel_size`` (Angstrom; a reader at another voxel size is refused instead of scaling every pick). Read with
+    ``voxel_size`` (Angstrom; a reader at another voxel size is refused instead of scaling every pick) and ``run``
+    (the copick run they were segmented from; a copy under another run's name is refused). Read with
     ``h5py.File(path)["probabilities"][label]`` or drag into napari via an HDF5 reader.
     """
     import json
@@ -394,4 +396,6 @@ def save_probabilities(path, probabilities, labels: dict[str, int], voxel_size: 
         ds.attrs["axes"] = "c,z,y,x"
         if voxel_size is not None:
             ds.attrs["voxel_size"] = float(voxel_size)
+        if run_id is not None:
+            ds.attrs["run"] = str(run_id)
     tmp.replace(path)

@@ -202,6 +202,27 @@ def test_probabilities_at_another_voxel_size_are_refused(peaks_projects, caplog)
     assert all(len(p[0]) == 0 for p in picks_and_scores(chain, session="8").values())
 
 
+def test_probabilities_of_another_run_are_refused(peaks_projects, caplog):
+    import shutil
+
+    import h5py
+
+    _, chain, probs, tmp = peaks_projects
+    with h5py.File(probs / "TS_7_0.h5", "r") as fh:
+        assert fh["probabilities"].attrs["run"] == "TS_7_0"
+    swapped = tmp / "swapped_probs"  # both runs have the same shape: only the recorded run tells them apart
+    swapped.mkdir()
+    shutil.copy(probs / "TS_7_0.h5", swapped / "TS_7_1.h5")
+    shutil.copy(probs / "TS_7_1.h5", swapped / "TS_7_0.h5")
+    for argv in (["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(swapped), "-psid", "31"],
+                 ["tune", "-c", str(chain), "--probabilities", str(swapped)]):
+        caplog.clear()
+        assert main(argv) != 0, argv
+        assert f"probabilities '{swapped / 'TS_7_0.h5'}' were segmented from run 'TS_7_1', not 'TS_7_0'" \
+            in caplog.text, argv
+    assert all(len(p[0]) == 0 for p in picks_and_scores(chain, session="31").values())
+
+
 def test_probabilities_of_another_tomogram_shape_are_refused(peaks_projects, tmp_path):
     import h5py
 

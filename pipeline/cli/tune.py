@@ -96,7 +96,7 @@ def run(args) -> int:
         gt = {o.name: copick_io.read_picks(root, run_id, o.name, ev.ground_truth_user_id, ev.ground_truth_session_id,
                                            cfg.voxel_size) for o in objects}
         path = probability_path(cfg.localize.probabilities, run_id)
-        probabilities = read_probabilities(path, cfg.voxel_size)  # another -vs would scale every pick
+        probabilities = read_probabilities(path, cfg.voxel_size, run_id)  # another -vs would scale every pick
         check_fits_tomogram(probabilities, path, root, run_id, cfg.voxel_size, cfg.tomo_alg)
         runs.append(RunData(run_id, probabilities, gt))
     if not any(len(v) for r in runs for v in r.gt.values()):

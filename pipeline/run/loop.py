@@ -81,7 +81,7 @@ class _Reader(threading.Thread):
         if self.probabilities is not None:
             from pipeline.probability_files import check_fits_tomogram, probability_path, read_probabilities
 
-            probabilities = read_probabilities(probability_path(self.probabilities, run_id), cfg.voxel_size)
+            probabilities = read_probabilities(probability_path(self.probabilities, run_id), cfg.voxel_size, run_id)
             check_fits_tomogram(probabilities, probability_path(self.probabilities, run_id), self.ctx.root, run_id,
                                 cfg.voxel_size, cfg.tomo_alg)
             return probabilities
@@ -220,7 +220,8 @@ class RunLoop:
         if s.save_probabilities:
             folder = Path(s.save_probabilities)
             folder.mkdir(parents=True, exist_ok=True)
-            save_probabilities(folder / f"{run_id}.h5", result.probabilities, ensemble.labels, self.cfg.voxel_size)
+            save_probabilities(folder / f"{run_id}.h5", result.probabilities, ensemble.labels, self.cfg.voxel_size,
+                               run_id)
         probabilities = None
         if needs_probabilities(self.cfg):
             probabilities = result.probabilities.half()  # what peaks reads; half the memory of float32
