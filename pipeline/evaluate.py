@@ -247,6 +247,7 @@ class EvaluationResult:
     seconds: float = 0.0
     pr_curves: dict = field(default_factory=dict)  # object -> [(score level, precision, recall, F-beta)]
     min_score: float | None = None  # predicted picks scored lower were left out
+    picks_read: dict = field(default_factory=dict)  # object -> (predicted picks read, kept by min_score)
 
     @property
     def weights(self) -> dict[str, float]:

@@ -68,6 +68,7 @@ def evaluate_project(
     picks: dict[str, dict[str, tuple]] = {}
     scored: dict[str, dict[str, tuple]] = {}
     n_gt = n_pred = 0
+    picks_read = {obj.name: [0, 0] for obj in objects}  # read, kept by min_score
     # through pipeline.progress: a bar on a terminal only; a log file or a pipe gets log lines, never a bar's \r
     with Progress("evaluate: reading picks", total=len(runs), unit="run") if progress else nullcontext() as reporter:
         for run_id in runs:
@@ -78,8 +79,10 @@ def evaluate_project(
                                           voxel_size)
                 pred, scores = copick_io.read_scored_picks(root, run_id, obj.name, pick_user_id, pick_session_id,
                                                            voxel_size)
+                picks_read[obj.name][0] += len(pred)
                 if min_score is not None:
                     pred, scores = pred[scores >= min_score], scores[scores >= min_score]
+                picks_read[obj.name][1] += len(pred)
                 n_gt += len(gt)
                 n_pred += len(pred)
                 picks[run_id][obj.name] = (pred, gt)
@@ -95,6 +98,7 @@ def evaluate_project(
     result.pr_curves = precision_recall_curves(scored, objects, voxel_size, metric, result.distance_threshold_scale,
                                                beta)
     result.min_score = min_score
+    result.picks_read = {name: tuple(counts) for name, counts in picks_read.items()}
     result.input_params = {
         "copick_config": None if config_path is None else str(config_path),
         "ground_truth_user_id": ground_truth_user_id,

@@ -245,6 +245,21 @@ def test_evaluate_warns_when_min_score_drops_every_pick(synth_project_template, 
     assert f"--min-score 2 drops all {n} picks of data-portal/0" in line and "peaks scores lie in 0-1" in line
 
 
+def test_min_score_warning_names_the_classes_it_empties(caplog):
+    from types import SimpleNamespace
+
+    from pipeline.run.job import warn_min_score_drops
+
+    read = {"ribosome": (5, 0), "apo-ferritin": (7, 3), "thyroglobulin": (0, 0)}  # thyroglobulin: none to drop
+    warn_min_score_drops(SimpleNamespace(min_score=0.4, picks_read=read), "me", "1")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "--min-score 0.4 drops every pick of ribosome (5) of me/1, so that class scores 0" in line
+    caplog.clear()
+    warn_min_score_drops(SimpleNamespace(min_score=0.4, picks_read={"ribosome": (5, 1)}), "me", "1")
+    warn_min_score_drops(SimpleNamespace(min_score=None, picks_read={"ribosome": (5, 0)}), "me", "1")
+    assert not caplog.records
+
+
 # --- 8. segment's usage line --------------------------------------------------------------------------------------
 
 def test_segment_usage_shows_the_model_config_as_required(capsys):

@@ -59,7 +59,6 @@ def run(args) -> int:
     from pipeline import copick_io
     from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import config_from_dict, overlay
-    from pipeline.objects import select_objects
     from pipeline.run import evaluate_runs
 
     doc = overlay(
@@ -77,9 +76,6 @@ def run(args) -> int:
     run_ids = known_run_ids(root, list_arg(args.run_ids), cfg.copick_config)  # as segment and localize do
     objects = copick_io.particle_objects(root)
     result, table, paths = evaluate_runs(cfg, root, objects, run_ids, None, progress=True)
-    if cfg.evaluate.min_score is not None:
-        warn_min_score_drops(root, select_objects(objects, cfg.evaluate.object_names),
-                             run_ids or copick_io.run_names(root), cfg)
     if args.verbose_picks:
         report_missing_picks(root, result, cfg)
     print(table)
@@ -95,33 +91,6 @@ def octopi_bool(text: str) -> bool:
     if value in ("0", "false", "f", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true or false (1/0, yes/no, on/off)")
-
-
-def warn_min_score_drops(root, objects, run_ids, cfg) -> None:
-    """One warning when --min-score leaves an object class (or everything) without picks: its F-beta is then 0
-    because of the cut, not the picks, and the scales differ by method."""
-    import logging
-
-    from pipeline import copick_io
-
-    loc, cut = cfg.localize, cfg.evaluate.min_score
-    emptied, total = [], 0
-    for obj in objects:
-        scores = [copick_io.read_pick_scores(root, r, obj.name, loc.pick_user_id, loc.pick_session_id)
-                  for r in run_ids]
-        n = sum(len(s) for s in scores)
-        if n and not any((s >= cut).any() for s in scores if len(s)):
-            emptied.append((obj.name, n))
-            total += n
-    if not emptied:
-        return
-    which = (f"all {total} picks" if len(emptied) == len(objects) else
-             "every pick of " + ", ".join(f"{name} ({n})" for name, n in emptied))
-    logging.getLogger("tomopick.evaluate").warning(
-        "--min-score %g drops %s of %s/%s, so %s 0: peaks scores lie in 0-1 (a peak probability), "
-        "watershed/com scores are region size over sphere volume (well below 1)", cut, which, loc.pick_user_id,
-        loc.pick_session_id, "every class scores" if len(emptied) == len(objects) else
-        "those classes score" if len(emptied) > 1 else "that class scores")
 
 
 def report_missing_picks(root, result, cfg) -> None:

@@ -261,6 +261,24 @@ def _refuse_replacing_finished_segmentations(cfg: RunConfig, root, todo: list[st
         )
 
 
+def warn_min_score_drops(result, pick_user_id: str, pick_session_id) -> None:
+    """One warning when ``evaluate.min_score`` leaves an object class (or everything) without picks: its F-beta
+    is then 0 because of the cut, not the picks, and the scales differ by method."""
+    if result.min_score is None:
+        return
+    emptied = [(name, read) for name, (read, kept) in result.picks_read.items() if read and not kept]
+    if not emptied:
+        return
+    total = sum(read for _, read in emptied)
+    every = len(emptied) == len(result.picks_read)
+    which = f"all {total} picks" if every else "every pick of " + ", ".join(f"{name} ({n})" for name, n in emptied)
+    log.warning(
+        "--min-score %g drops %s of %s/%s, so %s 0: peaks scores lie in 0-1 (a peak probability), "
+        "watershed/com scores are region size over sphere volume (well below 1)", result.min_score, which,
+        pick_user_id, pick_session_id, "every class scores" if every else
+        "those classes score" if len(emptied) > 1 else "that class scores")
+
+
 def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_dir: Path | None,
                   progress: bool = False):
     """Score the picks ``localize.pick_user_id/pick_session_id`` of ``run_ids`` (None: every run) against the
@@ -280,6 +298,7 @@ def evaluate_runs(cfg: RunConfig, root, objects, run_ids: list[str] | None, out_
         distance_threshold_scale=ev.distance_threshold_scale, config_path=cfg.copick_config, progress=progress,
         min_score=ev.min_score,
     )
+    warn_min_score_drops(result, loc.pick_user_id, loc.pick_session_id)
     save_path = Path(ev.save_path)
     save_path = save_path.with_name(save_path.name + shard_suffix(cfg))  # a shard scores only its own runs
     if not save_path.is_absolute() and out_dir is not None:
