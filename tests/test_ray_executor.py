@@ -154,6 +154,32 @@ def test_ray_gives_the_local_picks_and_reports(cluster, template, reference, tmp
 
 
 @needs_ray
+def test_a_ray_job_that_cannot_start_leaves_the_earlier_reports(cluster, template, tmp_path):
+    """A cluster too small for one actor (2 CPUs, 4 per actor) stops the job before any run; the reports of the
+    job before it (here stand-ins) are not replaced by a report of nothing."""
+    from dataclasses import replace
+
+    from pipeline.errors import ConfigError
+    from pipeline.run import run_pipeline
+    from pipeline.run.reports import manifest_path, report_path
+
+    path = copy_project(template, tmp_path / "project")
+    cfg = make_cfg(path, tmp_path / "out", executor="ray")
+    cfg = replace(cfg, ray=replace(cfg.ray, cpus_per_actor=4), output=replace(cfg.output, overwrite=True))
+    earlier = {report_path(cfg, tmp_path / "out"): '{"earlier": "report"}',
+               manifest_path(cfg, tmp_path / "out"): '{"earlier": "manifest"}'}
+    for file, text in earlier.items():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+    with pytest.raises(ConfigError, match=r"the Ray cluster has 2 CPU\(s\), fewer than ray.cpus_per_actor \(4\)"):
+        run_pipeline(cfg, progress=False)
+    assert {file: file.read_text() for file in earlier} == earlier
+    assert not any(len(p) for p in all_picks(path).values())  # no picks written
+    root = copick_io.open_project(path)
+    assert not list((copick_io.overlay_root(root) / "logs").glob("claim-*/*.json")), "claims left behind"
+
+
+@needs_ray
 def test_actors_without_one_arena_are_named_in_a_warning(cluster, template, reference, tmp_path, monkeypatch, caplog):
     """The driver's environment sets MALLOC_ARENA_MAX (so it passes none to the actors), the nodes' does not."""
     from pipeline.heap import one_arena_env

@@ -68,6 +68,10 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     root = prepare_project(cfg)
     devices = workers or worker_devices(cfg, device)
     on_ray = cfg.executor == "ray"
+    if on_ray:  # Ray missing: said before the models load
+        from pipeline.run.ray_connect import import_ray
+
+        import_ray()
     # the job's own context validates models and labels before any work, also when workers do the runs
     ctx = WorkerContext.open(cfg, device if len(devices) == 1 and not on_ray else resolve_device("cpu"), root=root)
     run_ids, skipped_missing = select_runs(cfg, root)
@@ -94,6 +98,19 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     if todo and cfg.stages:
         check_writable(copick_io.overlay_root(root), out_dir)
         _write_parameter_logs(cfg, ctx)
+        # before the reports' try: an executor that cannot start (Ray missing or unreachable, a cluster too small)
+        # ran nothing, and leaves the earlier job's reports as they were
+        if on_ray:
+            from pipeline.run.ray_executor import RayExecutor
+
+            executor = RayExecutor(cfg, cleanup=outputs.remove_partial, root=root)
+            executor.prepare(len(todo))
+            ctx.ensemble = None  # the actors load their own
+        elif len(devices) > 1 and len(todo) > 1:
+            ctx.ensemble = None  # the workers load their own
+            executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
+        else:
+            executor = LocalExecutor(ctx)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -107,16 +124,6 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
                 bar.update(1)
 
         try:
-            if on_ray:
-                from pipeline.run.ray_executor import RayExecutor
-
-                ctx.ensemble = None  # the actors load their own
-                executor = RayExecutor(cfg, cleanup=outputs.remove_partial, root=root)
-            elif len(devices) > 1 and len(todo) > 1:
-                ctx.ensemble = None  # the workers load their own
-                executor = ProcessExecutor(cfg, devices, cleanup=outputs.remove_partial)
-            else:
-                executor = LocalExecutor(ctx)
             records += executor.run(todo, on_record=on_record)
         except BaseException:
             records += finished.values()  # interrupted or stopped: the runs that finished are reported

@@ -75,10 +75,26 @@ class RayExecutor:
         self.cfg, self.cleanup, self.root = cfg, cleanup, root
         self.deaths: list[dict] = []  # one entry per actor process lost with the runs it held (logs, tests)
         self.started: list[dict] = []  # what each actor process said of itself when it was ready (node, pid, heap)
+        self._ray, self._connected_here = None, False
 
-    def run(self, run_ids: list[str], on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    def prepare(self, n_runs: int) -> None:
+        """Import Ray, connect, and check the cluster can hold an actor: the errors a job should meet before it
+        reports anything (a job stopped here ran nothing, and leaves the earlier job's reports as they were)."""
         ray = import_ray()
         connected_here = connect(ray, self.cfg.ray.address)
+        try:
+            plan_actors(ray, self.cfg, n_runs)
+        except BaseException:
+            if connected_here:
+                ray.shutdown()
+            raise
+        self._ray, self._connected_here = ray, connected_here
+
+    def run(self, run_ids: list[str], on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+        if self._ray is None:
+            self.prepare(len(run_ids))
+        ray, connected_here = self._ray, self._connected_here
+        self._ray, self._connected_here = None, False
         try:
             return _HandOut(ray, self, list(run_ids), on_record).run()
         finally:
@@ -127,7 +143,7 @@ class _HandOut:
         try:
             self._loop()
         except BaseException:  # Ctrl-C / SIGTERM: stop taking runs, let those in flight settle, report them
-            log.error("stopping: the actors take no more runs; waiting for the runs in flight to finish or roll back")
+            log.warning("stopping: the actors take no more runs; waiting for the runs in flight to finish or roll back")
             self._stop_all()
             self._loop()
             raise
