@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from pipeline.errors import ProjectError
+from pipeline.errors import ConfigError, ProjectError
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,22 @@ def _synth_one_run(root, seed: int, i: int, shape, snr: float, density: float, w
     log.debug("synthetic run %s: %s", run_name, {k: len(v) for k, v in centers.items()})
 
 
+def check_settings(runs: int, shape, snr: float, density: float) -> None:
+    """Refuse settings that make no project, naming the flag (and the synthetic: key of a run config)."""
+    problems = []
+    if runs < 1:
+        problems.append(f"--runs {runs}: need at least 1 run")
+    if len(tuple(shape)) != 3 or min(shape) < 8:
+        problems.append(f"--shape {','.join(map(str, shape))}: need three sides of at least 8 voxels (z, y, x)")
+    if not snr > 0:
+        problems.append(f"--snr {snr:g}: must be > 0 (particle contrast over noise std)")
+    if not density > 0:
+        problems.append(f"--density {density:g}: must be > 0 (1 is the CZII challenge's particle density)")
+    if problems:
+        raise ConfigError("synthetic project: " + "; ".join(problems) + " (tomopick synth, or synthetic: in a run "
+                          "config)")
+
+
 def make_synthetic_project(
     out_dir,
     runs: int = 2,
@@ -268,8 +284,7 @@ def make_synthetic_project(
     config_path = out_dir / "config.json"
     if config_path.exists():
         raise ProjectError(f"synthetic project '{config_path}' exists already; choose another --out or delete it")
-    if runs < 1:
-        raise ValueError(f"synthetic project: runs={runs}, need at least 1")
+    check_settings(runs, shape, snr, density)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ProjectError(f"synthetic project: '{out_dir}' exists and is not empty; choose another --out")
     # built aside and renamed into place whole: a crash leaves no half project, and of two processes making the

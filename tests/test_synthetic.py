@@ -91,3 +91,15 @@ def test_bad_synthetic_arguments():
         synth_run_arrays((4, 40, 40))
     with pytest.raises(ValueError, match="snr"):
         synth_run_arrays((16, 16, 16), snr=0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--runs", "0"], "--runs 0: need at least 1 run"),
+    (["--runs", "-3"], "--runs -3: need at least 1 run"),
+    (["--snr", "-1"], "--snr -1: must be > 0"),
+    (["--density", "0"], "--density 0: must be > 0"),
+])
+def test_synth_refuses_settings_that_make_no_project(flags, message, tmp_path, caplog):
+    assert cli_main(["synth", "--out", str(tmp_path / "p"), "--shape", "16,16,16", *flags]) == 2  # no traceback
+    assert f"synthetic project: {message}" in caplog.text
+    assert not list(tmp_path.iterdir())  # nothing made
