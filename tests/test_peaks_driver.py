@@ -248,15 +248,69 @@ def test_runs_skipped_as_done_with_other_settings_are_named(peaks_projects, capl
     argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-np", "1"]
     caplog.set_level(logging.INFO)
     assert main([*argv, "--threshold", "0.2"]) == 0  # the settings the fixture picked with: nothing to say
-    assert "other localize settings" not in caplog.text
+    assert "with other settings" not in caplog.text
     before = picks_and_scores(chain)
     caplog.clear()
     assert main([*argv, "--threshold", "0.3"]) == 0
-    assert "2 run(s) skipped as done were picked with other localize settings (thresholds differ)" in caplog.text
+    assert "2 run(s) skipped as done were picked with other settings (thresholds differ)" in caplog.text
     assert "--overwrite" in caplog.text
     after = picks_and_scores(chain)
     for key in before:  # skipped: the picks stay
         np.testing.assert_array_equal(before[key][0], after[key][0])
+
+
+def test_runs_skipped_as_done_with_other_segmentation_settings_are_named(peaks_projects, caplog):
+    import logging
+
+    from pipeline.run import run_pipeline
+
+    driver, chain, _, tmp = peaks_projects
+    caplog.set_level(logging.INFO)
+
+    def full_job(**segment):  # the fixture's driver job, with other segment settings
+        return run_pipeline(config_from_dict({
+            "copick_config": str(driver), "device": "cpu",
+            "model": {"configs": [MODEL[1]], "weights": [MODEL[3]]},
+            "segment": {"ntta": 1, **segment}, "localize": {"method": "peaks", "n_procs": 1, "thresholds": 0.2},
+            "output": {"dir": str(tmp / "out")},
+        }, source="test"), progress=False)
+
+    assert [r.status for r in full_job().records] == ["skipped-done"] * 2
+    assert "with other settings" not in caplog.text  # the same settings: nothing to say
+    caplog.clear()
+    assert [r.status for r in full_job(ntta=2, border_scale=0.25).records] == ["skipped-done"] * 2
+    assert ("2 run(s) skipped as done were picked with other settings (segment.border_scale, segment.ntta differ)"
+            in caplog.text)
+    # a segment-only job alike, in its own words
+    caplog.clear()
+    assert main(["segment", "-c", str(chain), *MODEL, "--ntta", "2", "--device", "cpu"]) == 0
+    assert "2 run(s) skipped as done were segmented with other settings (segment.ntta differ)" in caplog.text
+    assert "-seginfo" in caplog.text
+
+
+def test_segment_settings_know_the_weights_by_content(tmp_path):
+    import os
+    import shutil
+
+    from pipeline.run.select import segment_settings
+
+    weights = tmp_path / "w.pth"
+    shutil.copy(MODEL[3], weights)
+
+    def settings():
+        return segment_settings(config_from_dict({
+            "copick_config": str(tmp_path / "c.json"), "model": {"configs": [MODEL[1]], "weights": [str(weights)]},
+        }, source="test", check_files=False))
+
+    first = settings()
+    assert first["weights"][0][0] == "w.pth" and first["ntta"] == 4
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert settings() == first  # touched, not changed: the same model
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))  # retrained in place: another model under the same name
+    assert settings()["weights"] != first["weights"]
 
 
 def test_a_job_stopped_by_a_failed_run_exits_while_the_next_run_is_being_read(peaks_projects, tmp_path):

@@ -209,15 +209,22 @@ def _check_ground_truth_exists(cfg: RunConfig, root) -> None:
 
 
 def _warn_picked_otherwise(cfg: RunConfig, root, skipped: list[str]) -> None:
-    """Runs skipped as done keep picks made with other settings (a tuned file, another method): say so."""
+    """Runs skipped as done keep outputs made with other settings (a tuned file, another method, other models or
+    segmentation settings): say so."""
     from pipeline.run.select import picked_otherwise
 
     other = picked_otherwise(cfg, root, skipped)
     if other:
         keys = sorted({k for ks in other.values() for k in ks})
-        log.warning("%d run(s) skipped as done were picked with other localize settings (%s differ); their picks "
-                    "stay as they are: --overwrite (output.overwrite: true) picks them again with these, or write "
-                    "to another pick session (-psid, localize.pick_session_id)", len(other), ", ".join(keys))
+        if cfg.has("localize"):
+            log.warning("%d run(s) skipped as done were picked with other settings (%s differ); their picks stay "
+                        "as they are: --overwrite (output.overwrite: true) does them again with these, or write to "
+                        "another pick session (-psid, localize.pick_session_id)", len(other), ", ".join(keys))
+        else:
+            log.warning("%d run(s) skipped as done were segmented with other settings (%s differ); their "
+                        "segmentations stay as they are: --overwrite (output.overwrite: true) segments them again "
+                        "with these, or write another segmentation (-seginfo, segment.write_segmentation)",
+                        len(other), ", ".join(keys))
 
 
 def _warn_unsaved_probabilities(cfg: RunConfig, skipped: list[str]) -> None:

@@ -20,7 +20,13 @@ import logging
 import numpy as np
 
 from pipeline.config import RunConfig
-from pipeline.run.select import done_marker_info, localize_settings, marker_key, written_segmentation
+from pipeline.run.select import (
+    done_marker_info,
+    localize_settings,
+    marker_key,
+    segment_settings,
+    written_segmentation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +124,7 @@ class RunOutputs:
                                           user, session, scores=p.scores)
                     counts[obj.name] = len(p)
             step = f"the done marker {done}"
-            info = done_marker_info(run_id, counts, self.seg, localize_settings(self.cfg))
+            info = done_marker_info(run_id, counts, self.seg, localize_settings(self.cfg), segment_settings(self.cfg))
             overlay_files.mark_run_done(self.root, run_id, self.key, info)
         except BaseException as exc:
             self._restore(run_id, saved, saved_done)

@@ -4,6 +4,7 @@ the objects to pick. Nothing here computes; everything reads the project through
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import replace
@@ -215,12 +216,53 @@ def _input_rewritten_since(cfg: RunConfig, root, run_id: str, marker: Path) -> s
     return None
 
 
-def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None, localize: dict | None = None) -> dict:
+def done_marker_info(run_id: str, picks: dict, seg: SegSelector | None, localize: dict | None = None,
+                     segment: dict | None = None) -> dict:
     info = {"run": run_id, "picks": picks, "segmentation": seg.uri() if seg is not None else None,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if localize is not None:
         info["localize"] = localize
+    if segment is not None:
+        info["segment"] = segment
     return info
+
+
+def segment_settings(cfg: RunConfig) -> dict | None:
+    """The settings that decide a run's segmentation, as its done marker records them (None when the job does
+    not segment): the models (by content) and the settings asked for; window_batch and runtime leave the label
+    map as it is, so a change of them is no reason to say anything."""
+    if not cfg.has("segment"):
+        return None
+    seg = cfg.segment
+    out = {"models": [[Path(c).name, _file_digest(c)] for c in cfg.model.configs],
+           "weights": [[Path(w).name, _file_digest(w)] for w in cfg.model.weights],
+           "mode": seg.mode, "ntta": seg.ntta, "precision": seg.precision}
+    if seg.mode == "compat":
+        out.update(overlap=seg.overlap)
+    else:
+        out.update(window_scale=seg.window_scale, margin=seg.margin, border_scale=seg.border_scale, blend=seg.blend,
+                   sigma_scale=seg.sigma_scale)
+    return out
+
+
+def _file_digest(path) -> str | None:
+    """A short content digest of a model file (read once per file and version: weights are tens of MB)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def localize_settings(cfg: RunConfig) -> dict | None:
@@ -237,18 +279,23 @@ def localize_settings(cfg: RunConfig) -> dict | None:
 
 
 def picked_otherwise(cfg: RunConfig, root, run_ids: list[str]) -> dict[str, list[str]]:
-    """Of runs skipped as done, those whose done marker records other localize settings: {run: [settings]}."""
+    """Of runs skipped as done, those whose done marker records other settings than this job's (localize, and
+    segment where both segmented): {run: [the settings that differ, e.g. "thresholds", "segment.ntta"]}."""
     from pipeline import overlay_files
 
-    now = localize_settings(cfg)
-    if now is None:
+    now = {"localize": localize_settings(cfg), "segment": segment_settings(cfg)}
+    if now == {"localize": None, "segment": None}:
         return {}
     out = {}
     for run_id in run_ids:
         info = overlay_files.read_json(overlay_files.run_done_marker(root, run_id, marker_key(cfg)))
-        then = info.get("localize") if isinstance(info, dict) else None
-        if isinstance(then, dict) and then != now:
-            out[run_id] = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+        differ = []
+        for part, prefix in (("localize", ""), ("segment", "segment.")):
+            then = info.get(part) if isinstance(info, dict) else None
+            if isinstance(then, dict) and isinstance(now[part], dict) and then != now[part]:
+                differ += [prefix + k for k in sorted(set(now[part]) | set(then)) if now[part].get(k) != then.get(k)]
+        if differ:
+            out[run_id] = differ
     return out
 
 
