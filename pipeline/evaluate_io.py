@@ -90,6 +90,7 @@ def evaluate_project(
             if reporter is not None:
                 reporter.update()
     t_read = time.perf_counter() - t0
+    _warn_runs_without_ground_truth(picks)
     result = score_picks(
         picks, objects, voxel_size, metric=metric, beta=beta, distance_threshold_scale=distance_threshold_scale
     )
@@ -114,6 +115,18 @@ def evaluate_project(
         metric, len(runs), len(objects), n_gt, n_pred, t_read, result.seconds - t_read, result.final_fbeta_score,
     )  # fmt: skip
     return result
+
+
+def _warn_runs_without_ground_truth(picks: dict) -> None:
+    """Runs with predictions but no ground truth of any object scored, beside runs with some: every pick there
+    counts as a false positive (octopi's rule), which lowers the score for runs that were never annotated."""
+    bare = [run_id for run_id, by_object in picks.items()
+            if not any(len(gt) for _, gt in by_object.values()) and any(len(pred) for pred, _ in by_object.values())]
+    if bare and len(bare) < len(picks):
+        listing = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+        log.warning("%d of the %d runs scored have picks but no ground truth (%s): every pick there counts as a "
+                    "false positive, as in octopi; to score only annotated runs, name them with -runs / --run-ids",
+                    len(bare), len(picks), listing)
 
 
 def check_pick_sets_exist(root, runs, wanted: dict, config_path) -> None:

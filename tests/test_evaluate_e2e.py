@@ -165,3 +165,22 @@ def test_show_warns_about_a_pick_set_that_is_not_there(project, tmp_path, caplog
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"no predicted picks of user '{PRED[0]}', session 77" in w for w in warned), warned
     assert not any("ground-truth picks" in w for w in warned), warned
+
+
+def test_runs_with_picks_but_no_ground_truth_are_named(project, tmp_path, caplog):
+    from tests.conftest import copy_project
+
+    config, objects, runs, _ = project
+    root = copick_io.open_project(copy_project(config, tmp_path / "proj"))
+    for obj in objects:
+        copick_io.remove_picks(root, runs[1], obj.name, *GT)  # the second run was never annotated
+    ids = dict(ground_truth_user_id=GT[0], ground_truth_session_id=GT[1], pick_user_id=PRED[0],
+               pick_session_id=PRED[1], voxel_size=VOXEL_SIZE)
+    evaluate_project(root, objects, None, **ids)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line.startswith(f"1 of the 2 runs scored have picks but no ground truth ({runs[1]}): every pick there "
+                           "counts as a false positive"), line
+    caplog.clear()
+    evaluate_project(root, objects, [runs[0]], **ids)  # the annotated run alone: nothing to say
+    evaluate_project(copick_io.open_project(config), objects, None, **ids)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
