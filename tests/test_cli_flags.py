@@ -269,3 +269,24 @@ def test_segment_usage_shows_the_model_config_as_required(capsys):
     usage = " ".join(text.split("\n\n")[0].split())
     assert "-mc MODEL_CONFIG -mw MODEL_WEIGHTS" in usage and "[-mc" not in usage, usage
     assert "required: octopi model config" in " ".join(text.split())
+
+
+def test_run_takes_the_ray_cpus_per_actor(monkeypatch, capsys):
+    from pathlib import Path
+
+    import pipeline.run
+
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    seen = {}
+
+    def run_pipeline(cfg):
+        seen["cfg"] = cfg
+
+    monkeypatch.setattr(pipeline.run, "run_pipeline", run_pipeline)
+    monkeypatch.setattr("pipeline.cli.common.print_summary", lambda result: 0)
+    assert main(["run", demo, "--executor", "ray", "--ray-cpus-per-actor", "2"]) == 0
+    assert seen["cfg"].ray.cpus_per_actor == 2 and seen["cfg"].executor == "ray"
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            main(["run", demo, "--ray-cpus-per-actor", bad])
+        assert "expected a whole number of CPUs >= 1" in capsys.readouterr().err

@@ -29,6 +29,21 @@ def add_arguments(p) -> None:
     p.add_argument("--ray-address", default=None,
                    help="override ray.address: auto (the Ray cluster this node belongs to) | HOST:PORT | "
                         "ray://HOST:PORT (default: start a local Ray instance)")
+    p.add_argument("--ray-cpus-per-actor", type=_positive_int, default=None, metavar="N",
+                   help="override ray.cpus_per_actor on CPU-only clusters: one actor (one loaded model, N torch "
+                        "threads) per N CPUs (default 4)")
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of CPUs >= 1")
+    return value
 
 
 def run(args) -> int:
@@ -39,6 +54,7 @@ def run(args) -> int:
     cfg = load_config(args.config, overrides={"shard": args.shard, "device": args.device,
                                               "output": {"overwrite": args.overwrite, "on_error": args.on_error},
                                               "segment": {"nonfinite": args.nonfinite}, "executor": args.executor,
-                                              "ray": {"address": args.ray_address}})
+                                              "ray": {"address": args.ray_address,
+                                                      "cpus_per_actor": args.ray_cpus_per_actor}})
     announce_compilation(cfg)
     return print_summary(run_pipeline(cfg))

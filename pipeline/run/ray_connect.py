@@ -106,5 +106,5 @@ def plan_actors(ray, cfg: RunConfig, n_runs: int) -> tuple[int, dict, str, int]:
     per = cfg.ray.cpus_per_actor
     if cpus < per:
         raise ConfigError(f"{cfg.source}: the Ray cluster has {cpus} CPU(s), fewer than ray.cpus_per_actor ({per}); "
-                          "lower ray.cpus_per_actor or add nodes")
+                          "lower ray.cpus_per_actor (--ray-cpus-per-actor) or add nodes")
     return min(cpus // per, n_runs), {"num_cpus": per}, "cpu", per
