@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
                    help="octopi 1.7 spelling of --seg-info: NAME, NAME:USER_ID or NAME:USER_ID/SESSION_ID (missing "
                         "parts from the default), e.g. predict:octopi/1")
     add_run_ids_arg(p)
-    p.add_argument("--tomo-batch-size", dest="read_ahead", type=int, default=None,
+    p.add_argument("--tomo-batch-size", dest="read_ahead", type=int, default=None, metavar="N",
                    help=f"tomograms read ahead while the current one is segmented {d(RunConfig, 'read_ahead')}")
     p.add_argument("-swbs", "--sliding-window-batch-size", dest="window_batch", type=int, default=None,
                    help="network inputs per forward pass (compat: windows; fast: windows x transforms) "
