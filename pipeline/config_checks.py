@@ -33,6 +33,38 @@ def check_copick_id(value: str, where: str, source: str) -> None:
         raise ConfigError(f"{source}: {where} is empty; give a copick user / session id")
 
 
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run name that every part of tomopick carries, or None: run lists (``-runs``,
+    ``--run-names``) split on commas and whitespace and strip quotes and brackets, a STAR value is one word that
+    must not look like STAR syntax, the challenge's CSV splits on commas, and copick makes the name a folder."""
+    if not name:
+        return "is empty"
+    found = []
+    if any(c.isspace() for c in name):
+        found.append("contains whitespace, which a STAR file cannot hold in a value and run lists (-runs) split on")
+    if "," in name:
+        found.append("contains a comma, which run lists (-runs, --run-names) and the challenge's CSV split on")
+    if any(c in name for c in "'\"[]"):
+        found.append("contains a quote or bracket, which run lists strip (octopi's [a,b] form) and STAR/CSV "
+                     "cannot hold")
+    if "/" in name or "\\" in name:
+        found.append("contains a path separator ('/' or '\\'), which would make it a folder path")
+    if name.startswith("."):
+        found.append("starts with '.', which would make it a hidden folder")
+    elif name[0] in "_#" or name.startswith(("data_", "loop_")):
+        found.append("starts with '_', '#', 'data_' or 'loop_', which a STAR file reads as its own syntax")
+    return "; and ".join(found) or None
+
+
+def run_name_like(name: str) -> str | None:
+    """A run name without the problems of ``run_name_problem`` (spaces, commas and such as '_'), or None."""
+    fixed = re.sub(r"[\s,'\"\[\]/\\]+", "_", name).strip("_").lstrip(".#_")
+    for like in (fixed, f"run-{fixed}"):  # run-data_1: no longer read as a STAR block
+        if fixed and run_name_problem(like) is None:
+            return like
+    return None
+
+
 def _check_segment(s: SegmentConfig, source: str) -> None:
     if not 1 <= s.ntta <= MAX_NTTA:
         raise ConfigError(f"{source}: 'segment.ntta' should be 1..{MAX_NTTA} (octopi's test-time transforms), "

@@ -80,6 +80,36 @@ def test_import_mrc_refuses_clashes_and_anisotropic_voxels(tmp_path, caplog):
     assert "differ between axes" in caplog.text
 
 
+@pytest.mark.parametrize("file_name, run_name", [("tomo B 12.5.mrc", "tomo B 12.5"),
+                                                  ("TS A,comma.mrc", "TS A,comma")])
+def test_import_mrc_refuses_run_names_that_lists_and_star_cannot_carry(tmp_path, caplog, file_name, run_name):
+    """Such a run could not be exported as STAR, nor selected with -runs or exported as CSV: refused at import,
+    before anything is written, naming the file and the name, with a name that would do."""
+    bad, _ = _mrc(tmp_path / file_name)
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(bad)]) == 2
+    assert f"'{bad}': the run name {run_name!r} taken from the file name contains" in caplog.text
+    assert "pass --run-names" in caplog.text and not config.exists()
+    assert ("whitespace" if " " in run_name else "comma") in caplog.text
+    like = run_name.replace(" ", "_").replace(",", "_")
+    assert f"--run-names {like}" in caplog.text
+    assert main(["import-mrc", "-c", str(config), str(bad), "--run-names", like]) == 0  # the advice works
+    assert copick_io.run_names(copick_io.open_project(config)) == [like]
+
+
+@pytest.mark.parametrize("given, message", [
+    ("my run", "the run name 'my run' contains whitespace"),  # one name with a space, not "2 names for 1 files"
+    ("bad/name", "the run name 'bad/name' contains a path separator"),  # not "pass --run-names": it was passed
+    ("A,B", "gives 2 name(s) for 1 file(s)"),
+])
+def test_import_mrc_says_what_is_wrong_with_run_names_given(tmp_path, caplog, given, message):
+    a, _ = _mrc(tmp_path / "TS_1.mrc")
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(a), "--run-names", given]) == 2
+    assert f"--run-names {given!r}" in caplog.text and message in caplog.text
+    assert "pass --run-names" not in caplog.text and not config.exists()
+
+
 @pytest.fixture()
 def picked_project(tmp_path):
     """A project of two imported runs with picks octopi/1 (scores, one rotated pick) and ground truth."""

@@ -5,7 +5,9 @@ header (or --voxel-size), stored as OME-Zarr in the project's overlay. A new pro
 at -c CONFIG.json with its overlay in CONFIG's folder (overlay/) and the pickable objects of --objects-from
 (another copick config), else the six CZII challenge particles (names, labels, radii, weights as `tomopick
 synth`). Refused before anything is written: a file that is not a 3D tomogram, a header voxel size of 0 (give
---voxel-size), unequal x/y/z voxel sizes, two files for one run, a run that has TOMO_ALG@VOXEL_SIZE already.
+--voxel-size), unequal x/y/z voxel sizes, two files for one run, a run that has TOMO_ALG@VOXEL_SIZE already, a
+run name (from a file name or --run-names) with whitespace, a comma, a quote or bracket, or '/', or starting with
+'.', '_' or '#' (run lists like -runs, STAR and CSV files could not carry it: "tomo B.mrc" needs --run-names).
 
 --picks FILE ... adds picks (with --user-id and --session-id; for ground truth e.g. data-portal / 0):
   *.star  RELION: rlnTomoName = run (or the one run imported), rlnCenteredCoordinate{X,Y,Z}Angst from the
@@ -39,7 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("-alg", "--tomo-alg", default=None,
                    help=f"tomogram type to store them as {d(RunConfig, 'tomo_alg')}")
     p.add_argument("--run-names", default=None,
-                   help="comma-separated run names, one per file (default: the file names without extension)")
+                   help="comma-separated run names, one per file (default: the file names without extension); "
+                        "a run name has no whitespace, comma, quote, bracket or '/' and does not start with '.', "
+                        "'_' or '#'")
     p.add_argument("--objects-from", default=None, metavar="CONFIG.json",
                    help="a new project takes the pickable objects of this copick config (default: the six CZII "
                         "challenge particles)")
@@ -62,12 +66,42 @@ def _run_name(path) -> str:
     return Path(name).stem
 
 
+def _run_names(run_names: str | None, files) -> list[str]:
+    """One run name per file: those of --run-names (split on commas only, so that a name with a space is named
+    as such rather than counted as two), else the file names; refused before anything is written when a name is
+    one that run lists, STAR or CSV files or copick's folders cannot carry."""
+    from pipeline.config_checks import run_name_like, run_name_problem
+    from pipeline.errors import ConfigError
+
+    if run_names is not None:
+        names = [n.strip().strip("'\"") for n in str(run_names).strip().strip("[]").split(",")]
+        for name in names:
+            problem = run_name_problem(name)
+            if problem:
+                like = run_name_like(name)
+                raise ConfigError(f"--run-names {run_names!r}: the run name {name!r} {problem}; give names without "
+                                  f"that{f', e.g. {like!r}' if like else ''} (names in --run-names are separated "
+                                  "by commas)")
+        if len(names) != len(files):
+            raise ConfigError(f"--run-names {run_names!r} gives {len(names)} name(s) for {len(files)} file(s); give "
+                              "one per file, separated by commas")
+        return names
+    names = [_run_name(f) for f in files]
+    for name, path in zip(names, files):
+        problem = run_name_problem(name)
+        if problem:
+            likes = [run_name_like(n) or n for n in names]
+            raise ConfigError(f"'{path}': the run name {name!r} taken from the file name {problem}; pass "
+                              f"--run-names with names without that, one per file, e.g. --run-names "
+                              f"{','.join(likes)}")
+    return names
+
+
 def run(args) -> int:
     import logging
     from pathlib import Path
 
     from pipeline import copick_io, formats
-    from pipeline.cli.common import list_arg
     from pipeline.config import default
     from pipeline.config_checks import check_copick_id
     from pipeline.errors import ConfigError
@@ -82,12 +116,7 @@ def run(args) -> int:
 
     # 1. everything is read and checked before anything is written
     infos = [formats.read_mrc_header(f, args.voxel_size) for f in args.files]
-    names = list_arg(args.run_names) or [_run_name(f) for f in args.files]
-    if len(names) != len(infos):
-        raise ConfigError(f"--run-names gives {len(names)} names for {len(infos)} files; give one per file")
-    for name, info in zip(names, infos):
-        if not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"run name {name!r} (from {info.path}) cannot be a folder name; pass --run-names")
+    names = _run_names(args.run_names, args.files)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         clash = "; ".join(f"run {n!r}: {', '.join(str(i.path) for m, i in zip(names, infos) if m == n)}"
