@@ -118,6 +118,19 @@ class PickTable:
     transforms: np.ndarray | None = None
     user_id: str | None = None
     session_id: str | None = None
+    units: str = ""  # how the file's numbers were read, for messages about positions that make no sense
+
+
+UNITS = {
+    "star-pixels": "its rlnCoordinateX/Y/Z are read as pixels of the tomogram (Angstrom / voxel size): were they "
+                   "written in Angstrom? Then divide them by the voxel size, or write rlnCenteredCoordinate*Angst",
+    "star-centred": "its rlnCenteredCoordinateX/Y/ZAngst are read as Angstrom from the tomogram's centre (RELION "
+                    "5): were they written in pixels, or for another tomogram (--voxel-size, --tomo-alg)?",
+    "csv": "its x, y, z are read as Angstrom from the tomogram's corner (the challenge's CSV): were they written in "
+           "other units (pixels: multiply them by the voxel size; nm: by 10), or for another tomogram?",
+    "json": "its locations are read as Angstrom from the tomogram's corner (copick's): were they written in other "
+            "units (pixels, nm), or for another tomogram?",
+}
 
 
 CENTERED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
@@ -164,10 +177,11 @@ def read_star_picks(path, object_name: str, tomograms: dict, default_run: str | 
     if all(c in cols for c in CENTERED):
         coords = np.array([cols[c] for c in CENTERED], dtype=np.float64).T.reshape(-1, 3)
         centres = np.array([_centre_xyz_ang(*tomograms[r]) for r in runs]).reshape(-1, 3)
-        xyz = coords + centres
+        xyz, units = coords + centres, UNITS["star-centred"]
     elif all(c in cols for c in PIXELS):
         coords = np.array([cols[c] for c in PIXELS], dtype=np.float64).T.reshape(-1, 3)
         xyz = coords * np.array([tomograms[r][1] for r in runs], dtype=np.float64)[:, None]
+        units = UNITS["star-pixels"]
     else:
         raise FormatError(f"STAR file '{path}': needs {', '.join(CENTERED)} (RELION 5) or {', '.join(PIXELS)}")
     transforms = None
@@ -175,7 +189,7 @@ def read_star_picks(path, object_name: str, tomograms: dict, default_run: str | 
         eulers = np.array([cols[c] for c in ANGLES], dtype=np.float64).T.reshape(-1, 3)
         transforms = _transforms(rotations_from_relion(eulers))
     scores = np.array(cols[SCORE], dtype=np.float64) if SCORE in cols else None
-    return _split_by_run(runs, object_name, xyz, str(path), scores, transforms)
+    return _split_by_run(runs, object_name, xyz, str(path), scores, transforms, units)
 
 
 def read_challenge_csv(path, run_aliases: dict[str, str] | None = None) -> list[PickTable]:
@@ -198,7 +212,7 @@ def read_challenge_csv(path, run_aliases: dict[str, str] | None = None) -> list[
     for (run, name), group in df.groupby(["experiment", "particle_type"], sort=True):
         xyz = group[["x", "y", "z"]].to_numpy(dtype=np.float64)
         scores = group["score"].to_numpy(dtype=np.float64) if "score" in group.columns else None
-        out.append(PickTable(aliases.get(str(run), str(run)), str(name), xyz, str(path), scores))
+        out.append(PickTable(aliases.get(str(run), str(run)), str(name), xyz, str(path), scores, units=UNITS["csv"]))
     return out
 
 
@@ -224,7 +238,25 @@ def read_copick_picks_json(path) -> PickTable:
     transforms[:, :3, 3] = 0.0
     return PickTable(str(run), str(object_name), xyz, str(path), scores, transforms,
                      None if doc.get("user_id") is None else str(doc["user_id"]),
-                     None if doc.get("session_id") is None else str(doc["session_id"]))
+                     None if doc.get("session_id") is None else str(doc["session_id"]), UNITS["json"])
+
+
+def check_within_tomogram(table: PickTable, shape_zyx, voxel_size: float, tomogram: str) -> None:
+    """Refuse picks outside the tomogram of ``shape_zyx`` voxels of ``voxel_size`` A (with one voxel of tolerance
+    at its faces), which a units mistake gives (Angstrom read as pixels, or pixels as Angstrom); the message names
+    the file, the run, how many lie outside, their range against the tomogram's extent and how the file was read."""
+    xyz = np.asarray(table.xyz_ang, dtype=np.float64).reshape(-1, 3)
+    extent = np.asarray(shape_zyx, dtype=np.float64)[::-1] * float(voxel_size)
+    outside = ~np.all((xyz >= -voxel_size) & (xyz <= extent + voxel_size), axis=1)  # NaN counts as outside
+    if not outside.any():
+        return
+    found = ", ".join(f"{a} {lo:.6g}..{hi:.6g}" for a, lo, hi in zip("xyz", xyz.min(axis=0), xyz.max(axis=0)))
+    spans = ", ".join(f"{a} 0..{e:.6g}" for a, e in zip("xyz", extent))
+    voxels = " x ".join(str(int(n)) for n in shape_zyx[::-1])
+    raise FormatError(f"pick file '{table.source}': {int(outside.sum())} of {len(xyz)} {table.object_name} picks of "
+                      f"run '{table.run}' lie outside its tomogram {tomogram}: the picks span {found} A, the "
+                      f"tomogram {spans} A (x, y, z: {voxels} voxels of {voxel_size:g} A; one voxel of tolerance)"
+                      f"; {table.units or 'check the units the file was written in'}. Nothing was imported")
 
 
 def pick_file_kind(path) -> str:
@@ -238,13 +270,13 @@ def pick_file_kind(path) -> str:
     return kinds[suffix]
 
 
-def _split_by_run(runs, object_name, xyz, source, scores, transforms) -> list[PickTable]:
+def _split_by_run(runs, object_name, xyz, source, scores, transforms, units) -> list[PickTable]:
     runs = np.asarray(runs, dtype=object)
     out = []
     for run in dict.fromkeys(runs.tolist()):
         sel = runs == run
         out.append(PickTable(run, object_name, xyz[sel], source, None if scores is None else scores[sel],
-                             None if transforms is None else transforms[sel]))
+                             None if transforms is None else transforms[sel], units=units))
     return out
 
 

@@ -214,6 +214,42 @@ def test_export_csv_is_the_challenge_format_and_reimports(picked_project, tmp_pa
     assert "octopi/1" in caplog.text  # what there is instead
 
 
+def test_import_refuses_picks_outside_the_tomogram(tmp_path, caplog):
+    """A units mistake puts picks far outside the tomogram: refused before anything is written, naming the file,
+    the run, the count, the range against the extent and how the file's numbers were read."""
+    a, _ = _mrc(tmp_path / "TS_1.mrc", shape=(50, 128, 128))  # 1280 x 1280 x 500 A at 10 A
+    config = tmp_path / "proj" / "config.json"
+    # rlnCoordinate (pixels) written in Angstrom: 917.5 is read as 9175 A
+    star = tmp_path / "ribosome.star"
+    star.write_text("data_particles\nloop_\n_rlnTomoName\n_rlnCoordinateX\n_rlnCoordinateY\n_rlnCoordinateZ\n"
+                    "TS_1 917.5 400.0 200.0\nTS_1 12.0 13.0 14.0\n")
+    assert main(["import-mrc", "-c", str(config), str(a), "--picks", str(star), "--user-id", "gt",
+                 "--session-id", "0"]) == 2
+    assert (f"pick file '{star}': 1 of 2 ribosome picks of run 'TS_1' lie outside its tomogram wbp@10: the picks "
+            "span x 120..9175, y 130..4000, z 140..2000 A, the tomogram x 0..1280, y 0..1280, z 0..500 A") in caplog.text
+    assert "read as pixels of the tomogram" in caplog.text and not config.exists()  # not even the tomogram
+    # the challenge's CSV (Angstrom from the corner) with z = 99999 and x = -500, into an existing project
+    assert main(["import-mrc", "-c", str(config), str(a)]) == 0
+    csv = tmp_path / "gt.csv"
+    csv.write_text("id,experiment,particle_type,x,y,z\n0,TS_1,ribosome,100,200,99999\n1,TS_1,ribosome,-500,3,4\n"
+                   "2,TS_1,ribosome,-9.5,1289.5,509\n")  # within one voxel of the faces: kept
+    caplog.clear()
+    assert main(["import-mrc", "-c", str(config), "--picks", str(csv), "--user-id", "gt", "--session-id", "0"]) == 2
+    assert f"pick file '{csv}': 2 of 3 ribosome picks of run 'TS_1' lie outside" in caplog.text
+    assert "x -500..100" in caplog.text and "z 4..99999" in caplog.text and "z 0..500 A" in caplog.text
+    assert "read as Angstrom from the tomogram's corner" in caplog.text
+    root = copick_io.open_project(config)
+    assert copick_io.read_picks_ang(root, "TS_1", "ribosome", "gt", "0") is None  # nothing written
+    csv.write_text("id,experiment,particle_type,x,y,z\n2,TS_1,ribosome,-9.5,1289.5,509\n")
+    assert main(["import-mrc", "-c", str(config), "--picks", str(csv), "--user-id", "gt", "--session-id", "0"]) == 0
+    # a run without that tomogram (its shape not known): imported as before
+    root.new_run("TS_bare")
+    csv.write_text("id,experiment,particle_type,x,y,z\n0,TS_bare,ribosome,100,200,99999\n")
+    assert main(["import-mrc", "-c", str(config), "--picks", str(csv), "--user-id", "gt", "--session-id", "0"]) == 0
+    root = copick_io.open_project(config)
+    assert copick_io.read_picks_ang(root, "TS_bare", "ribosome", "gt", "0")[0].tolist() == [[100, 200, 99999]]
+
+
 def test_kaggle_pick_files_import(tmp_path, caplog):
     """The Kaggle layout's overlay/ExperimentRuns/<run>/Picks/<object>.json (copick cannot list such names)."""
     config = tmp_path / "proj" / "config.json"

@@ -18,7 +18,9 @@ run name (from a file name or --run-names) with whitespace, a comma, a quote or 
           itself cannot read (its name is not USER_SESSION_OBJECT.json): run, object, user and session from
           the file (user curation, session 0 in the Kaggle data) unless --user-id/--session-id are given.
 Picks go to runs of the project or runs imported by this command; existing pick sets are kept unless
---overwrite.
+--overwrite. A file with picks outside their run's tomogram (TOMO_ALG at the voxel size, one voxel of tolerance)
+is refused before anything is written: a units mistake (STAR pixels written in Angstrom, CSV in pixels). Picks of
+a run without that tomogram are not checked.
 
 Examples:
   tomopick import-mrc -c project/config.json TS_01.mrc TS_02.rec --tomo-alg denoised
@@ -196,13 +198,15 @@ def _new_objects(objects_from) -> list[dict]:
 
 
 def _read_picks(args, root, names, infos, tomo_alg, source):
-    """PickTables of every --picks file, with user and session filled in."""
+    """PickTables of every --picks file, with user and session filled in; picks outside their run's tomogram (when
+    the run has it) are refused."""
     from pipeline import copick_io, formats
     from pipeline.config import RunConfig, default
     from pipeline.errors import ConfigError
 
     voxel_size = args.voxel_size or default(RunConfig, "voxel_size")
     geometry = {n: (i.shape_zyx, i.voxel_size) for n, i in zip(names, infos)}
+    tomogram = {n: f"{tomo_alg}@{i.voxel_size:g}" for n, i in zip(names, infos)}
     aliases = {}
     if root is not None:
         others = [r for r in copick_io.run_names(root) if r not in geometry]
@@ -226,6 +230,8 @@ def _read_picks(args, root, names, infos, tomo_alg, source):
             if t.user_id is None or t.session_id is None:
                 raise ConfigError(f"{source}: pick file '{path}' names no user/session; pass --user-id and "
                                   "--session-id (e.g. data-portal and 0 for ground truth)")
+            if t.run in geometry:  # a run without the tomogram: its extent is not known, nothing to check
+                formats.check_within_tomogram(t, *geometry[t.run], tomogram.get(t.run, f"{tomo_alg}@{voxel_size:g}"))
         tables += found
     return tables
 
