@@ -333,6 +333,11 @@ def _number(value) -> str:
     return repr(float(value))
 
 
+def relion_column_names(scores: bool) -> list[str]:
+    """The columns ``relion_columns`` writes, in order (an export with no picks writes them over no rows)."""
+    return ["rlnTomoName", *PIXELS, *CENTERED, *ANGLES] + ([SCORE] if scores else [])
+
+
 def relion_columns(run: str, xyz_ang: np.ndarray, shape_zyx, voxel_size: float, rotations=None,
                    scores=None) -> dict[str, list]:
     """RELION 5 columns of one run's picks: rlnTomoName, rlnCoordinate{X,Y,Z} (pixels of the tomogram of

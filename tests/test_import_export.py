@@ -181,6 +181,41 @@ def test_export_filters_and_star_reimport(picked_project, tmp_path):
                  "--session-id", "0"]) == 2
 
 
+def test_export_of_no_picks_writes_empty_files_with_a_warning(picked_project, tmp_path, caplog):
+    """An empty pick set, or one --min-score empties, is 0 picks (a valid file and a warning), not a pick set
+    that is not there (exit 2)."""
+    config, _ = picked_project
+    root = copick_io.open_project(config)
+    for run in ("TS_1", "16463"):  # the empty pick sets the pipeline writes for an object it found nothing of
+        copick_io.write_picks_ang(root, run, "ribosome", np.zeros((0, 3)), "empty", "1")
+    csv = tmp_path / "none.csv"
+    assert main(["export", "-c", str(config), "--user-id", "empty", "--format", "csv", "-o", str(csv)]) == 0
+    assert csv.read_text() == "id,experiment,particle_type,x,y,z\n"
+    assert "exporting 0 picks: the pick sets empty/1 of ribosome are empty (2 run(s))" in caplog.text
+    caplog.clear()
+    star = tmp_path / "none.star"
+    assert main(["export", "-c", str(config), "--user-id", "empty", "-o", str(star)]) == 0
+    assert "exporting 0 picks" in caplog.text
+    df = starfile.read(star)  # RELION's empty table: the column labels over no rows
+    assert len(df) == 0 and list(df.columns) == formats.relion_column_names(scores=True)
+    # --min-score above every score: the one object that had picks, in a folder
+    caplog.clear()
+    folder = tmp_path / "relion"
+    assert main(["export", "-c", str(config), "--objects", "ribosome", "--min-score", "2", "-o", str(folder)]) == 0
+    assert [p.name for p in folder.iterdir()] == ["ribosome.star"] and len(starfile.read(folder / "ribosome.star")) == 0
+    assert "exporting 0 picks: all 10 picks have a score below --min-score 2" in caplog.text
+    caplog.clear()
+    assert main(["export", "-c", str(config), "--min-score", "2", "--format", "csv", "-o", str(csv)]) == 0
+    assert csv.read_text() == "id,experiment,particle_type,x,y,z\n"
+    assert "all 20 picks have a score below --min-score 2" in caplog.text
+    # a pick set that is not there stays an error, naming those there are
+    caplog.clear()
+    assert main(["export", "-c", str(config), "--user-id", "nobody", "-o", str(tmp_path / "n.csv"),
+                 "--format", "csv"]) == 2
+    assert "no picks of nobody/1" in caplog.text and "empty/1 (2), octopi/1 (4)" in caplog.text
+    assert not (tmp_path / "n.csv").exists()
+
+
 def test_export_csv_is_the_challenge_format_and_reimports(picked_project, tmp_path, caplog):
     config, picks = picked_project
     out = tmp_path / "submission.csv"

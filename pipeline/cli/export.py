@@ -13,7 +13,10 @@ tomogram's corner (copick's), ids from 0; the experiment is the run name (in a d
 run name, e.g. TS_5_4, as the challenge names them).
 
 Which picks: --user-id / --session-id (default octopi / 1, what localize writes), --objects, --run-ids,
---min-score (picks with a lower score are left out).
+--min-score (picks with a lower score are left out). Objects whose pick sets are empty get no STAR file when
+others have picks; with no picks at all (empty pick sets, or all below --min-score) the files are written all the
+same (the CSV's header; STAR tables with their column labels and no rows) with a warning. A pick set that does
+not exist is an error that lists those there are.
 
 Examples:
   tomopick export -c config.json --user-id octopi --session-id 1 --format star -o relion/
@@ -80,14 +83,17 @@ def run(args) -> int:
     if wanted_runs:
         runs = known_run_ids(root, wanted_runs, args.config)
 
-    # (run, object) -> (xyz Angstrom, rotations, scores), after --min-score
-    picks, dropped = {}, 0
+    # (run, object) -> (xyz Angstrom, rotations, scores), after --min-score; the pick sets that exist, empty or not
+    picks, dropped, found_sets, had_picks = {}, 0, set(), set()
     for run_id in runs:
         for obj in objects:
             found = copick_io.read_picks_ang(root, run_id, obj.name, user, session)
             if found is None:
                 continue
+            found_sets.add(obj.name)
             xyz, rotations, scores = found
+            if len(xyz):
+                had_picks.add(obj.name)
             if opts.min_score is not None:
                 keep = scores >= opts.min_score
                 dropped += int(np.count_nonzero(~keep))
@@ -95,14 +101,17 @@ def run(args) -> int:
             if len(xyz):  # an empty pick set (the pipeline writes one per object) exports nothing
                 picks[(run_id, obj.name)] = (xyz, rotations, scores)
     total = sum(len(v[0]) for v in picks.values())
-    if not picks:
+    if not found_sets:
         have = ", ".join(f"{u}/{s} ({n})" for (u, s), n in copick_io.pick_sets(root, set(runs)).items())
-        raise RunError(f"{args.config}: no picks of {user}/{session}{' at that score' if dropped else ''} for {', '.join(o.name for o in objects)} in "
+        raise RunError(f"{args.config}: no picks of {user}/{session} for {', '.join(o.name for o in objects)} in "
                        f"{len(runs)} run(s); the pick sets there are (user/session): {have or 'none'}; check "
                        "--user-id/--session-id")
     if dropped:
         log.info("left out %d picks with a score below %g", dropped, opts.min_score)
-
+    if not picks:  # the files are written all the same, empty: 0 picks is an answer, not a missing input
+        why = (f"all {dropped} picks have a score below --min-score {opts.min_score:g}" if dropped else
+               f"the pick sets {user}/{session} of {', '.join(sorted(found_sets))} are empty")
+        log.warning("exporting 0 picks: %s (%d run(s))", why, len(runs))
     if opts.format == "csv":
         if out.is_dir() or str(args.output).endswith(("/", "\\")):  # "dir/" names a folder even before it exists
             raise ConfigError(f"-o {args.output}: a folder; --format csv writes one file, e.g. -o submission.csv")
@@ -119,17 +128,20 @@ def run(args) -> int:
     if lacking:
         raise RunError(f"runs {lacking} have no tomogram {tomo_alg}@{voxel_size:g}, whose centre and pixels the STAR "
                        "coordinates refer to; pass --tomo-alg/--voxel-size (or --tomo-uri) of a tomogram they have")
-    exported = [o for o in objects if any((r, o.name) in picks for r in runs)]
+    # objects with picks get a file each; with none, those that had picks before --min-score, else every pick set
+    exported = ([o for o in objects if any((r, o.name) in picks for r in runs)] or
+                [o for o in objects if o.name in had_picks] or [o for o in objects if o.name in found_sets])
     if out.suffix.lower() == ".star":
         if len(exported) != 1:
-            raise ConfigError(f"-o {out}: one STAR file holds one object, but {len(exported)} have picks "
+            have = "have picks" if picks else "have (empty) pick sets"
+            raise ConfigError(f"-o {out}: one STAR file holds one object, but {len(exported)} {have} "
                               f"({', '.join(o.name for o in exported)}); give a folder or --objects NAME")
         targets = {exported[0].name: out}
     else:
         targets = {o.name: out / f"{o.name}.star" for o in exported}
     written = []
     for obj in exported:
-        columns: dict[str, list] = {}
+        columns: dict[str, list] = {name: [] for name in formats.relion_column_names(scores=True)}
         for r in runs:
             if (r, obj.name) not in picks:
                 continue
@@ -137,7 +149,7 @@ def run(args) -> int:
             shape, vs = geometry[r]
             part = formats.relion_columns(formats.check_star_word(r, "run name"), xyz, shape, vs, rotations, scores)
             for key, values in part.items():
-                columns.setdefault(key, []).extend(values)
+                columns[key].extend(values)
         comment = (f"{obj.name} picks {user}/{session} of {args.config}, written by tomopick export\n"
                    f"rlnCoordinate: pixels of {tomo_alg}@{voxel_size:g} A; rlnCenteredCoordinate*Angst: from its "
                    "centre (shape x voxel size / 2, RELION 5)")
