@@ -14,13 +14,17 @@ copick's convention.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import TomopickError
+
+log = logging.getLogger(__name__)
 
 
 class FormatError(TomopickError):
@@ -49,15 +53,25 @@ def read_mrc_header(path, voxel_size: float | None = None) -> MrcInfo:
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"MRC file '{path}': no such file")
-    try:
-        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-            header, shape = mrc.header, tuple(int(s) for s in mrc.data.shape) if mrc.data is not None else ()
-            vs = mrc.voxel_size
-            header_vs = (float(vs.x), float(vs.y), float(vs.z))
-            mode = int(header.mode)
-            axes = (int(header.mapc), int(header.mapr), int(header.maps))
-    except (ValueError, OSError) as exc:
-        raise FormatError(f"MRC file '{path}': cannot read it as MRC ({exc}); is it an MRC/REC tomogram?") from None
+    # permissive mode reads what it can and tells the rest as RuntimeWarnings: they go into our message or log line
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+                header, data = mrc.header, mrc.data
+                shape = tuple(int(s) for s in data.shape) if data is not None else None
+                vs = mrc.voxel_size
+                header_vs = (float(vs.x), float(vs.y), float(vs.z))
+                mode = int(header.mode)
+                axes = (int(header.mapc), int(header.mapr), int(header.maps))
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"'{path}' is not an MRC file ({exc}); give MRC/REC tomograms") from None
+    said = list(dict.fromkeys(str(w.message) for w in caught))
+    if shape is None:  # mrcfile found no data block it could read
+        raise FormatError(f"'{path}' is not an MRC file ({said[0] if said else 'no data block'}); give MRC/REC "
+                          "tomograms")
+    if said:
+        log.warning("MRC file '%s': %s (read anyway)", path, "; ".join(said))
     if len(shape) != 3 or min(shape) < 2:
         raise FormatError(f"MRC file '{path}': data of shape {shape} is not a 3D tomogram (z, y, x with more "
                           "than one section); a 2D image or an image stack cannot be imported")
@@ -85,8 +99,10 @@ def read_mrc(info: MrcInfo) -> np.ndarray:
     """The tomogram as float32 (z, y, x) (one copy in memory)."""
     import mrcfile
 
-    with mrcfile.mmap(info.path, mode="r", permissive=True) as mrc:
-        return np.array(mrc.data, dtype=np.float32)
+    with warnings.catch_warnings():  # what mrcfile has to say was logged when the header was read
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with mrcfile.mmap(info.path, mode="r", permissive=True) as mrc:
+            return np.array(mrc.data, dtype=np.float32)
 
 
 def write_mrc(path, volume_zyx: np.ndarray, voxel_size: float) -> Path:
@@ -162,6 +178,8 @@ def read_star_picks(path, object_name: str, tomograms: dict, default_run: str | 
     as its pixels."""
     cols = read_star_table(path)
     n = len(next(iter(cols.values()), []))
+    if n == 0:  # a table without rows: no picks, whatever its columns
+        return []
     if "rlnTomoName" in cols:
         runs = [str(r) for r in cols["rlnTomoName"]]
     elif default_run is not None:

@@ -45,14 +45,22 @@ def test_import_mrc_creates_a_project_at_the_header_voxel_size(tmp_path):
     (lambda d: formats.write_mrc(d / "flat2d.mrc", np.zeros((30, 40)), 10.0), "not a 3D tomogram"),
     (lambda d: formats.write_mrc(d / "novs.mrc", np.zeros((8, 9, 10)), 0.0), "pass --voxel-size"),
     (lambda d: d / "absent.mrc", "no such file"),
+    (lambda d: _text(d / "notes.mrc", "x" * 3000), "'{bad}' is not an MRC file (Map ID string not found"),
+    (lambda d: _text(d / "short.mrc", "hello"), "'{bad}' is not an MRC file ("),
 ])
-def test_import_mrc_refuses_bad_files_before_writing(tmp_path, make, message, caplog):
+def test_import_mrc_refuses_bad_files_before_writing(tmp_path, make, message, caplog, recwarn):
     good, _ = _mrc(tmp_path / "good.mrc")
     bad = make(tmp_path)
     config = tmp_path / "proj" / "config.json"
     assert main(["import-mrc", "-c", str(config), str(good), str(bad)]) == 2
-    assert message in caplog.text and str(Path(bad).name) in caplog.text
+    assert message.format(bad=bad) in caplog.text and str(Path(bad).name) in caplog.text
     assert not config.exists()  # nothing written, not even the project
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # mrcfile's own words are in ours
+
+
+def _text(path, text):
+    path.write_text(text)
+    return path
 
 
 def test_import_mrc_refuses_clashes_and_anisotropic_voxels(tmp_path, caplog):
@@ -283,6 +291,45 @@ def test_import_refuses_picks_outside_the_tomogram(tmp_path, caplog):
     assert main(["import-mrc", "-c", str(config), "--picks", str(csv), "--user-id", "gt", "--session-id", "0"]) == 0
     root = copick_io.open_project(config)
     assert copick_io.read_picks_ang(root, "TS_bare", "ribosome", "gt", "0")[0].tolist() == [[100, 200, 99999]]
+
+
+def test_import_mrc_says_when_voxel_size_overrides_the_header(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    a, _ = _mrc(tmp_path / "TS_1.mrc", voxel_size=10.012)
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(a), "-vs", "10"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "header says" in r.getMessage()]
+    assert lines == [f"'{a}': its header says 10.012 A per voxel; using --voxel-size 10"]
+
+
+@pytest.fixture()
+def one_run_project(tmp_path):
+    a, _ = _mrc(tmp_path / "TS_1.mrc")
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(a)]) == 0
+    return config
+
+
+def test_import_of_empty_pick_files_says_0_picks(one_run_project, tmp_path, caplog):
+    empty_csv, empty_star = tmp_path / "empty.csv", tmp_path / "ribosome.star"
+    empty_csv.write_text("id,experiment,particle_type,x,y,z\n")
+    empty_star.write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n")
+    assert main(["import-mrc", "-c", str(one_run_project), "--picks", str(empty_csv), str(empty_star), "--user-id",
+                 "gt", "--session-id", "0"]) == 0
+    assert f"pick file '{empty_csv}': 0 picks in it" in caplog.text
+    assert f"pick file '{empty_star}': 0 picks in it" in caplog.text
+
+
+def test_import_of_an_unknown_object_in_a_csv_gets_the_csv_advice(one_run_project, tmp_path, caplog):
+    odd = tmp_path / "odd.csv"
+    odd.write_text("id,experiment,particle_type,x,y,z\n0,TS_1,ribosomes,1,2,3\n")
+    assert main(["import-mrc", "-c", str(one_run_project), "--picks", str(odd), "--user-id", "gt", "--session-id",
+                 "0"]) == 2
+    assert "'ribosomes' is not a particle object" in caplog.text
+    assert "rename it in the file's particle_type column" in caplog.text
+    assert "--object " not in caplog.text  # it names the object of a STAR file only
 
 
 def test_kaggle_pick_files_import(tmp_path, caplog):

@@ -1,10 +1,10 @@
 """Import MRC/REC tomograms, and ground-truth picks, into a copick project (created if it does not exist).
 
 Each FILE.mrc becomes run FILE (or the next of --run-names) with tomogram TOMO_ALG at the voxel size in its
-header (or --voxel-size), stored as OME-Zarr in the project's overlay. A new project gets a filesystem config
-at -c CONFIG.json with its overlay in CONFIG's folder (overlay/) and the pickable objects of --objects-from
-(another copick config), else the six CZII challenge particles (names, labels, radii, weights as `tomopick
-synth`). Refused before anything is written: a file that is not a 3D tomogram, a header voxel size of 0 (give
+header (or --voxel-size), stored as OME-Zarr in the project's overlay. A new project gets a filesystem config at
+-c CONFIG.json with its overlay in CONFIG's folder (overlay/) and the pickable objects of --objects-from (another
+copick config), else the six CZII challenge particles (names, labels, radii, weights as `tomopick synth`).
+Refused before anything is written: a file that is not MRC or not a 3D tomogram, a header voxel size of 0 (give
 --voxel-size), unequal x/y/z voxel sizes, two files for one run, a run that has TOMO_ALG@VOXEL_SIZE already, a
 run name (from a file name or --run-names) with whitespace, a comma, a quote or bracket, or '/', or starting with
 '.', '_' or '#' (run lists like -runs, STAR and CSV files could not carry it: "tomo B.mrc" needs --run-names).
@@ -39,7 +39,8 @@ def add_arguments(p) -> None:
     add_config_arg(p)
     p.add_argument("files", nargs="*", metavar="FILE.mrc", help="MRC/REC tomograms (z, y, x sections)")
     p.add_argument("-vs", "--voxel-size", type=float, default=None,
-                   help="voxel size in Angstrom (default: each file's header); also the tomograms picks refer to")
+                   help="voxel size in Angstrom (default: each file's header; a header that differs is logged); also "
+                        "the tomograms picks refer to")
     p.add_argument("-alg", "--tomo-alg", default=None,
                    help=f"tomogram type to store them as {d(RunConfig, 'tomo_alg')}")
     p.add_argument("--run-names", default=None,
@@ -118,6 +119,13 @@ def run(args) -> int:
 
     # 1. everything is read and checked before anything is written
     infos = [formats.read_mrc_header(f, args.voxel_size) for f in args.files]
+    for info in infos:
+        header = info.header_voxel_size_xyz
+        if args.voxel_size is not None and max(header) > 0 and \
+                max(abs(v - info.voxel_size) for v in header) > 1e-3 * info.voxel_size:
+            same = max(header) - min(header) <= 1e-3 * max(header)
+            shown = f"{header[0]:g}" if same else "/".join(f"{v:g}" for v in header) + " (x/y/z)"
+            log.info("'%s': its header says %s A per voxel; using --voxel-size %g", info.path, shown, info.voxel_size)
     names = _run_names(args.run_names, args.files)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -151,7 +159,7 @@ def run(args) -> int:
                               f"runs: {', '.join(sorted(existing | set(names))) or 'none'}")
         if t.object_name not in object_names:
             raise ConfigError(f"pick file '{t.source}': '{t.object_name}' is not a particle object of the project "
-                              f"({', '.join(object_names)}); use --object or rename it")
+                              f"({', '.join(object_names)}); {_object_advice(t.source)}")
         check_copick_id(t.user_id, f"the user id of '{t.source}'", source)
         check_copick_id(t.session_id, f"the session id of '{t.source}'", source)
         if root is not None and t.run in existing and not args.overwrite and \
@@ -188,6 +196,17 @@ def run(args) -> int:
     return 0
 
 
+def _object_advice(source: str) -> str:
+    """How to name the object of a pick file of that kind (only a STAR file takes it from --object)."""
+    from pipeline import formats
+
+    kind = formats.pick_file_kind(source)
+    where = {"star": "pass --object NAME (the default is the file's name)",
+             "csv": "rename it in the file's particle_type column",
+             "json": "rename it in the file's pickable_object_name"}[kind]
+    return f"{where}, or import into a project that has that object (a new project takes the objects of --objects-from CONFIG.json)"
+
+
 def _new_objects(objects_from) -> list[dict]:
     from pipeline import copick_io
     from pipeline.synthetic import copick_config_dict
@@ -200,10 +219,13 @@ def _new_objects(objects_from) -> list[dict]:
 def _read_picks(args, root, names, infos, tomo_alg, source):
     """PickTables of every --picks file, with user and session filled in; picks outside their run's tomogram (when
     the run has it) are refused."""
+    import logging
+
     from pipeline import copick_io, formats
     from pipeline.config import RunConfig, default
     from pipeline.errors import ConfigError
 
+    log = logging.getLogger("tomopick.import")
     voxel_size = args.voxel_size or default(RunConfig, "voxel_size")
     geometry = {n: (i.shape_zyx, i.voxel_size) for n, i in zip(names, infos)}
     tomogram = {n: f"{tomo_alg}@{i.voxel_size:g}" for n, i in zip(names, infos)}
@@ -224,6 +246,8 @@ def _read_picks(args, root, names, infos, tomo_alg, source):
             found = formats.read_challenge_csv(path, aliases)
         else:
             found = [formats.read_copick_picks_json(path)]
+        if not sum(len(t.xyz_ang) for t in found):
+            log.warning("pick file '%s': 0 picks in it", path)
         for t in found:
             t.user_id = args.user_id if args.user_id is not None else t.user_id
             t.session_id = args.session_id if args.session_id is not None else t.session_id
