@@ -332,6 +332,19 @@ def test_import_of_an_unknown_object_in_a_csv_gets_the_csv_advice(one_run_projec
     assert "--object " not in caplog.text  # it names the object of a STAR file only
 
 
+@pytest.mark.parametrize("fmt, name, message", [
+    ("csv", "x.star", "-o {out}: a .star name, but --format csv writes the challenge's CSV"),
+    ("star", "x.csv", "-o {out}: a .csv name, but --format star writes RELION STAR"),
+    (None, "x.csv", "-o {out}: a .csv name, but --format star (the default) writes RELION STAR"),
+])
+def test_export_refuses_an_extension_of_the_other_format(picked_project, tmp_path, caplog, fmt, name, message):
+    config, _ = picked_project
+    out = tmp_path / name
+    assert main(["export", "-c", str(config), "--objects", "ribosome", "-o", str(out)]
+                + (["--format", fmt] if fmt else [])) == 2
+    assert message.format(out=out) in caplog.text and not out.exists()  # star would have made a folder x.csv/
+
+
 def test_kaggle_pick_files_import(tmp_path, caplog):
     """The Kaggle layout's overlay/ExperimentRuns/<run>/Picks/<object>.json (copick cannot list such names)."""
     config = tmp_path / "proj" / "config.json"

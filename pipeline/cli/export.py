@@ -1,12 +1,13 @@
 """Write a project's picks for subtomogram averaging (RELION 5 STAR) or as the CZII challenge's submission CSV.
 
 --format star: one file per object, OUT/<object>.star (or OUT itself when it ends in .star and one object is
-exported), a RELION 5 coordinate table `data_particles` for every run together: rlnTomoName (the run),
-rlnCoordinate{X,Y,Z} in pixels of the tomogram TOMO_ALG@VOXEL_SIZE (x_A / voxel size), rlnCenteredCoordinate{X,
-Y,Z}Angst from its centre (x_A - shape x voxel size / 2, RELION 5's convention), rlnAngleRot/Tilt/Psi of the
-picks' orientations (0 for tomopick's picks) and the score as rlnAutopickFigureOfMerit. RELION prefers the
-centred columns (relion_tomo_import_coordinates takes such a file); it reads rlnCoordinate only without them,
-and then as tilt-series pixels. Numbers are written so that they read back equal.
+exported; an OUT ending in .csv is refused, as is one ending in .star with --format csv), a RELION 5 coordinate
+table `data_particles` for every run together: rlnTomoName (the run), rlnCoordinate{X,Y,Z} in pixels of the
+tomogram TOMO_ALG@VOXEL_SIZE (x_A / voxel size), rlnCenteredCoordinate{X,Y,Z}Angst from its centre (x_A - shape x
+voxel size / 2, RELION 5's convention), rlnAngleRot/Tilt/Psi of the picks' orientations (0 for tomopick's picks)
+and the score as rlnAutopickFigureOfMerit. RELION prefers the centred columns (relion_tomo_import_coordinates takes
+such a file); it reads rlnCoordinate only without them, and then as tilt-series pixels. Numbers are written so that
+they read back equal.
 
 --format csv: OUT is one file `id,experiment,particle_type,x,y,z,score`, positions in Angstrom from the
 tomogram's corner (copick's), ids from 0; the experiment is the run name (in a data-portal project the portal's
@@ -38,7 +39,8 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=choices("export", "format"), default=None,
                    help=f"star (RELION 5) or csv (the CZII challenge's) {d(ExportConfig, 'format')}")
     p.add_argument("-o", "--output", required=True,
-                   help="star: a folder (one file per object) or FILE.star for one object; csv: the file")
+                   help="star: a folder (one file per object) or FILE.star for one object; csv: the file (a .csv "
+                        "name with --format star, or .star with csv, is refused)")
     p.add_argument("--objects", "-names", dest="object_names", default=None,
                    help="comma-separated objects (default: every particle object that has picks)")
     p.add_argument("-runs", "--run-ids", default=None, help="comma-separated runs (default: every run)")
@@ -75,6 +77,7 @@ def run(args) -> int:
     voxel_size = tomo.voxel_size or default(RunConfig, "voxel_size")
     tomo_alg = tomo.tomo_alg or default(RunConfig, "tomo_alg")
     out = Path(args.output)
+    _check_output_name(out, opts.format, format_given=args.format is not None)
 
     root = copick_io.open_project(args.config)
     objects = select_objects(copick_io.particle_objects(root), list_arg(args.object_names))
@@ -156,3 +159,19 @@ def run(args) -> int:
         written.append(atomic.write_text(targets[obj.name], formats.star_text(columns, "particles", comment)))
     print(f"wrote {total} picks of {len(with_picks)} runs: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _check_output_name(out, fmt: str, format_given: bool) -> None:
+    """Refuse an -o whose extension says the other format: star reads -o x.csv as a folder to fill with
+    OBJECT.star files, csv would write CSV text into x.star."""
+    from pipeline.errors import ConfigError
+
+    suffix = out.suffix.lower()
+    named = f"--format {fmt}" + ("" if format_given else " (the default)")
+    if fmt == "csv" and suffix == ".star":
+        raise ConfigError(f"-o {out}: a .star name, but {named} writes the challenge's CSV; pass --format star for "
+                          "RELION STAR, or give -o a .csv name")
+    if fmt == "star" and suffix == ".csv" and not out.is_dir():
+        raise ConfigError(f"-o {out}: a .csv name, but {named} writes RELION STAR (a folder of OBJECT.star files, or "
+                          "FILE.star for one object); pass --format csv for the challenge's CSV, or give -o a folder "
+                          "or a .star name")
