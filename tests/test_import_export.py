@@ -304,6 +304,21 @@ def test_import_mrc_says_when_voxel_size_overrides_the_header(tmp_path, caplog):
     assert lines == [f"'{a}': its header says 10.012 A per voxel; using --voxel-size 10"]
 
 
+def test_import_mrc_warns_about_nan_voxels_when_importing(tmp_path, caplog):
+    volume = np.random.default_rng(3).normal(size=(20, 30, 40)).astype(np.float32)
+    volume[2, 3, 4:7] = np.nan
+    volume[5, 5, 5] = np.inf
+    with pytest.warns(RuntimeWarning, match="NaN"):  # mrcfile's, writing the header's statistics
+        a = formats.write_mrc(tmp_path / "TS_nan.mrc", volume, 10.0)
+    b, _ = _mrc(tmp_path / "TS_ok.mrc")
+    config = tmp_path / "proj" / "config.json"
+    assert main(["import-mrc", "-c", str(config), str(a), str(b)]) == 0  # imported as it is
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line.startswith(f"run TS_nan: 4 voxel(s) of {a} are NaN or inf;") and "--nonfinite zero" in line
+    stored = copick_io.read_tomogram(copick_io.open_project(config), "TS_nan", 10.0, "wbp")
+    assert np.isnan(stored).sum() == 3 and np.isinf(stored).sum() == 1
+
+
 @pytest.fixture()
 def one_run_project(tmp_path):
     a, _ = _mrc(tmp_path / "TS_1.mrc")

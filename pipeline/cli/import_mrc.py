@@ -8,6 +8,8 @@ Refused before anything is written: a file that is not MRC or not a 3D tomogram,
 --voxel-size), unequal x/y/z voxel sizes, two files for one run, a run that has TOMO_ALG@VOXEL_SIZE already, a
 run name (from a file name or --run-names) with whitespace, a comma, a quote or bracket, or '/', or starting with
 '.', '_' or '#' (run lists like -runs, STAR and CSV files could not carry it: "tomo B.mrc" needs --run-names).
+NaN or inf voxels are imported as they are, with a warning that counts them (a job fails such a run unless
+--nonfinite zero).
 
 --picks FILE ... adds picks (with --user-id and --session-id; for ground truth e.g. data-portal / 0):
   *.star  RELION: rlnTomoName = run (or the one run imported), rlnCenteredCoordinate{X,Y,Z}Angst from the
@@ -104,6 +106,8 @@ def run(args) -> int:
     import logging
     from pathlib import Path
 
+    import numpy as np
+
     from pipeline import copick_io, formats
     from pipeline.config import default
     from pipeline.config_checks import check_copick_id
@@ -183,8 +187,12 @@ def run(args) -> int:
     lines = []
     for name, info in _progress(list(zip(names, infos)), "import-mrc: tomograms"):
         volume = formats.read_mrc(info)
+        nonfinite = int(volume.size - np.count_nonzero(np.isfinite(volume)))
         copick_io.write_tomogram(root, name, volume, info.voxel_size, tomo_alg)
         del volume
+        if nonfinite:  # imported as they are: said now, not when a job meets them
+            log.warning("run %s: %d voxel(s) of %s are NaN or inf; a job segmenting it fails that run unless "
+                        "--nonfinite zero (segment.nonfinite: zero) sets them to 0", name, nonfinite, info.path)
         shape = "x".join(map(str, info.shape_zyx))
         log.info("run %s: tomogram %s@%g (%s, z x y x x) from %s", name, tomo_alg, info.voxel_size, shape, info.path)
         lines.append(f"run {name}: {tomo_alg}@{info.voxel_size:g} {shape} <- {info.path}")
