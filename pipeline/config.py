@@ -200,8 +200,10 @@ def parse_shard(text, source: str = "config") -> tuple[int, int]:
         k, n = (int(p) for p in str(text).split("/"))
     except ValueError:
         raise ConfigError(f"{source}: shard {text!r} should be 'K/N' with integers, e.g. '0/4'") from None
-    if n < 1 or not 0 <= k < n:
-        raise ConfigError(f"{source}: shard {text!r} needs 0 <= K < N (K counts from 0), e.g. '0/4' .. '3/4'")
+    if n < 1:
+        raise ConfigError(f"{source}: shard {text!r} needs N >= 1 shards, e.g. '0/4' .. '3/4' for 4")
+    if not 0 <= k < n:
+        raise ConfigError(f"{source}: shard {text!r} needs 0 <= K < N (K counts from 0): '0/{n}' .. '{n - 1}/{n}'")
     return k, n
 
 
