@@ -28,8 +28,7 @@ def parse_error(argv, capsys) -> str:
 # --- 1. a flag is read only as spelled -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, typed", [
-    (["segment", "-c", "c.json", "-mw", "m.pth", "-v", "20"], "-v"),  # was -vs 20
-    (["segment", "-c", "c.json", "-mw", "m.pth", "-v"], "-v"),  # was "-vs: expected one argument"
+    (["segment", "-c", "c.json", "-mw", "m.pth", "-v", "20"], "arguments: 20"),  # was -vs 20 (-v: more log)
     (["evaluate", "-c", "c.json", "-f", "0"], "-f"),  # was -fb
     (["evaluate", "-c", "c.json", "-d", "-1"], "-d"),  # was -dts
     (["evaluate", "-c", "c.json", "-n", "ribosome"], "-n"),  # was -names
@@ -66,6 +65,24 @@ def test_exact_flags_values_joined_by_equals_and_joined_switches_still_work():
     assert (args.verbose, args.beta, args.voxel_size, args.distance_threshold_scale) == (2, 2.0, 12.0, 0.5)
     assert args.verbose_picks is True and args.object_names == "ribosome"
     assert build_parser().parse_args(["segment", "-c", "c.json", "-mw", "m.pth", "-vs", "20"]).voxel_size == 20.0
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "x.yaml"], ["segment", "-c", "c.json", "-mw", "m.pth"], ["localize", "-c", "c.json"],
+    ["tune", "-c", "c.json", "--probabilities", "p"], ["report", "x.yaml"], ["show", "-c", "c.json"],
+    ["synth", "--out", "d"], ["import-mrc", "-c", "c.json"], ["export", "-c", "c.json", "-o", "x.csv"],
+])
+def test_every_command_takes_verbose_after_it_as_before_it(argv):
+    """`tomopick report X -v` was refused: only run and evaluate took -v after the command."""
+    for after, count in (("-v", 1), ("--verbose", 1), ("-vv", 2)):
+        assert build_parser().parse_args([*argv, after]).command_verbose == count
+    args = build_parser().parse_args(["-v", *argv])
+    assert (args.verbose, args.command_verbose) == (1, None)
+
+
+def test_evaluate_keeps_octopis_verbose_bool_and_takes_more_log_before_the_command():
+    args = build_parser().parse_args(["-v", "evaluate", "-c", "c.json", "-v", "False"])
+    assert args.verbose == 1 and args.verbose_picks is False and getattr(args, "command_verbose", None) is None
 
 
 def test_run_all_refuses_an_abbreviated_flag(capsys):

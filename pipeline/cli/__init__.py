@@ -49,8 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
+        add_command_verbose(p)
         p.set_defaults(_module=module, _parser=p)
     return parser
+
+
+def add_command_verbose(p) -> None:
+    """``-v/--verbose`` after the command too, as before it (``tomopick report X -v`` as ``tomopick -v report
+    X``; run_all.py hands its arguments to `tomopick run`, and has always taken -v). ``evaluate`` keeps octopi's
+    ``-v BOOL``: there only ``tomopick -v evaluate`` adds log output."""
+    try:
+        p.add_argument("-v", "--verbose", dest="command_verbose", action="count", default=None,
+                       help="more log output (-vv for debug); also before the command: tomopick -v COMMAND")
+    except argparse.ArgumentError:  # the command has a -v of its own (evaluate)
+        pass
 
 
 EXIT_CODES = """exit codes: 0 done; 1 a run failed (the others are kept); 2 bad input (config, flags, project,

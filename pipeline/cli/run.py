@@ -14,9 +14,6 @@ from pipeline.config import RunConfig, choices
 def add_arguments(p) -> None:
     p.add_argument("config", type=file_arg("run config YAML", (".yaml", ".yml")),
                    help="run config YAML, e.g. configs/demo.yaml")
-    # after the command too: run_all.py hands its arguments to `tomopick run`, and has always taken -v
-    p.add_argument("-v", "--verbose", dest="command_verbose", action="count", default=None,
-                   help="more log output (-vv for debug)")
     p.add_argument("--shard", default=None,
                    help="K/N: take runs K, K+N, K+2N, ... (K from 0), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     p.add_argument("--overwrite", **TRUE, help="redo runs that are done already (output.overwrite: true)")
