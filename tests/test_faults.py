@@ -613,6 +613,11 @@ def test_tomopick_report_without_shard_reports_or_with_a_bad_one_names_the_file(
     assert tomopick(["report", str(yml)]) == 2
     (line,) = error_lines(caplog)
     assert line.startswith(f"shard report {tmp_path / 'out' / 'throughput-shard0of2.json'}: not a tomopick")
+    (tmp_path / "out" / "throughput-shard0of2.json").write_text('{"a": 1}')  # was merged as a shard with no runs
+    caplog.clear()
+    assert tomopick(["report", str(yml)]) == 2
+    (line,) = error_lines(caplog)
+    assert line.startswith(f"shard report {tmp_path / 'out' / 'throughput-shard0of2.json'}: not a tomopick")
 
 
 # ---------------------------------------------------------------------------------------------------- item 10

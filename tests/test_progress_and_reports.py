@@ -151,12 +151,17 @@ def test_busy_fraction_of_several_workers_counts_each_workers_time():
 # ---------------------------------------------------------------------------------------------------- missing
 
 
+LONG_ERROR = ("tomogram wbp@10 of TS_2 has 12 NaN voxels (first at z, y, x = 3, 40, 41): segment.nonfinite: zero "
+              "(--nonfinite zero) sets them to 0 and goes on, or fix the tomogram")
+
+
 def test_missing_runs_say_which_shard_or_what_failed():
+    """A failure's reason is kept whole (it was cut at 120 characters, mid-sentence, losing the advice)."""
     run_ids = ["TS_0", "TS_1", "TS_2", "TS_3"]  # shard 0/2: TS_0, TS_2; shard 1/2: TS_1, TS_3
-    latest = {"TS_0": _record("TS_0", 1.0), "TS_2": _record("TS_2", 1.0, status=FAILED, error="boom\ntrace")}
+    latest = {"TS_0": _record("TS_0", 1.0), "TS_2": _record("TS_2", 1.0, status=FAILED, error=LONG_ERROR + "\ntb")}
     shards, why = missing_runs(run_ids, {"TS_0"}, latest, {"TS_0": "0/2", "TS_2": "0/2"}, {(0, 2)})
     assert shards == ["1/2"]
-    assert why == {"TS_1": "shard 1/2 has no report", "TS_2": "failed in shard 0/2: boom",
+    assert why == {"TS_1": "shard 1/2 has no report", "TS_2": f"failed in shard 0/2: {LONG_ERROR}",
                    "TS_3": "shard 1/2 has no report"}
     assert missing_runs(run_ids, set(run_ids), latest, {}, {(0, 2), (1, 2)}) == ([], {})
 

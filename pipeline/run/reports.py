@@ -189,8 +189,11 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
     for part in parts:
         try:
             doc = json.loads(part.read_text())
-            wall = float(doc.get("summary", {}).get("wall_seconds", 0.0))
-            part_records = [RunRecord.from_dict(rec) for rec in doc.get("runs", [])]
+            if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict) or not isinstance(
+                    doc.get("runs"), list):
+                raise ValueError("it has no 'summary' and 'runs'")
+            wall = float(doc["summary"].get("wall_seconds", 0.0))
+            part_records = [RunRecord.from_dict(rec) for rec in doc["runs"]]
             span = doc.get("started_unix_s"), doc.get("finished_unix_s")
             span = (float(span[0]), float(span[1])) if None not in span else None
         except (ValueError, TypeError, AttributeError) as exc:
@@ -243,8 +246,8 @@ def missing_runs(run_ids: list[str] | None, done: set[str] | None, latest: dict[
         rec, shard = latest.get(run_id), latest_from.get(run_id)
         absent = [f"{i % n}/{n}" for n in splits if (i % n, n) not in present]
         if rec is not None and rec.status == FAILED:
-            error = (rec.error or "no error recorded").splitlines()[0][:120]
-            why[run_id] = f"failed in shard {shard}: {error}"
+            # the whole first line: the advice comes at its end
+            why[run_id] = f"failed in shard {shard}: {(rec.error or 'no error recorded').splitlines()[0]}"
         elif rec is not None and rec.status == CLAIMED:
             why[run_id] = f"shard {shard} left it to another driver, which has not finished it"
         elif rec is not None and rec.status in (DONE, SKIPPED_DONE):
