@@ -580,11 +580,14 @@ def test_a_claim_that_cannot_be_written_stops_the_job_naming_the_path(synth_proj
     assert json.loads((tmp_path / "out" / "throughput.json").read_text())["summary"]["runs_done"] == 0
 
 
-def test_a_shard_with_nothing_to_do_prints_no_report_it_did_not_write(done_copy, tmp_path, capsys):
+def test_a_shard_with_nothing_to_do_writes_the_report_it_prints(done_copy, tmp_path, capsys):
+    """Its runs done by an unsharded job: the shard still reports them (as done already), or `tomopick report`
+    would take it for a shard that never ran; what it prints is what it wrote."""
     assert run_yaml(tmp_path, done_copy, "--shard", "1/2") == 0
     out = capsys.readouterr().out
-    assert "manifest: " not in out and "report: " not in out
-    assert "throughput-shard1of2.json" not in out and "run_manifest-shard1of2.json" not in out
+    report = overlay(done_copy) / "tomopick" / "throughput-shard1of2.json"
+    assert f"report: {report}" in out and f"manifest: {report.with_name('run_manifest-shard1of2.json')}" in out
+    assert [(r["run_id"], r["status"]) for r in json.loads(report.read_text())["runs"]] == [("TS_7_1", "skipped-done")]
 
 
 def test_a_resume_with_nothing_to_do_writes_nothing(done_copy, tmp_path, monkeypatch, caplog):

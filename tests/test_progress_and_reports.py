@@ -18,6 +18,7 @@ from pipeline.run.reports import (
     missing_runs,
     throughput_summary,
 )
+from pipeline.run.select import split_basis
 from tests.faultlib import run_doc, write_yaml
 
 # ---------------------------------------------------------------------------------------------------- bars
@@ -90,14 +91,19 @@ def _record(run_id, segment, worker="", status=DONE, error=None):
                      error=error)
 
 
-def _shard_report(out_dir, k, n, records, wall, started=None):
+def _shard_report(out_dir, k, n, records, wall, started=None, split_of=None):
+    """A shard's report as a shard writes it; ``split_of``: the run list it split (its report records that)."""
     from dataclasses import asdict
 
     doc = {"config": "x.yaml", "summary": throughput_summary(records, wall), "runs": [asdict(r) for r in records]}
     if started is not None:
         doc["started_unix_s"], doc["finished_unix_s"] = started, started + wall
+    if split_of is not None:
+        doc["split"] = {"shard": f"{k}/{n}", **split_basis(split_of)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"throughput-shard{k}of{n}.json").write_text(json.dumps(doc))
+    path = out_dir / f"throughput-shard{k}of{n}.json"
+    path.write_text(json.dumps(doc))
+    return path
 
 
 @pytest.fixture()
@@ -201,3 +207,65 @@ def test_report_names_the_shard_and_runs_with_no_report(synth_project, tmp_path,
     assert s["wall_seconds_from"] == "the times any shard ran"
     assert sum(shard_walls) * 0.99 <= s["wall_seconds"] <= sum(shard_walls) * 1.01 + 0.5
     assert 0 < s["segment_busy_fraction"] <= 1 and s["wall_over_slowest_stage"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------------- one split
+
+
+def test_a_shard_report_without_summary_and_runs_is_refused_naming_the_file(cfg, tmp_path):
+    from pipeline.errors import RunError
+
+    out = tmp_path / "out"
+    _shard_report(out, 0, 2, [_record("TS_0", 1.0)], 10.0)
+    (out / "throughput-shard1of2.json").write_text('{"a": 1}')  # was merged as a shard with no runs
+    with pytest.raises(RunError, match=rf"^shard report {out / 'throughput-shard1of2.json'}: not a tomopick "
+                                       r"throughput report \(ValueError: it has no 'summary' and 'runs'\); run that "
+                                       "shard again, or delete the file$"):
+        merge_shard_reports(cfg, out)
+
+
+def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_every_run(synth_project, tmp_path,
+                                                                                        capsys, caplog):
+    """(a) 3 shards on 2 runs: shard 2/3 had none and wrote no report, so `tomopick report` asked to run it;
+    (b) the shards again into a new output.dir, every run done: `tomopick report` exited 2 ("no shard
+    reports"), scoring nothing. A shard's earlier report with the timings stays when it covers its runs."""
+    import run_all
+    from pipeline.cli import main as tomopick
+
+    yml = write_yaml(tmp_path / "shard.yaml", run_doc(synth_project, output={"dir": str(tmp_path / "out")},
+                                                       evaluate={}))
+    caplog.set_level(logging.INFO)
+    for k in range(3):
+        assert run_all.main([str(yml), "--shard", f"{k}/3"]) == 0
+    assert "shard 2/3: no run; the project has 2 selected run(s), so shards 2..2 of 3 have none" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # an array rounded up: no warning
+    empty = json.loads((tmp_path / "out" / "throughput-shard2of3.json").read_text())
+    assert empty["runs"] == [] and empty["split"]["runs_selected"] == 2
+    capsys.readouterr()
+    caplog.clear()
+    assert tomopick(["report", str(yml)]) == 0
+    assert "merged 3 shard report(s)" in capsys.readouterr().out
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    shard0 = (tmp_path / "out" / "throughput-shard0of3.json").read_bytes()
+    assert json.loads(shard0)["summary"]["stage_seconds_total"]["segment"] > 0
+    assert run_all.main([str(yml), "--shard", "0/3"]) == 0  # nothing to do: the report with the timings stays
+    assert (tmp_path / "out" / "throughput-shard0of3.json").read_bytes() == shard0
+
+    again = write_yaml(tmp_path / "again.yaml", run_doc(synth_project, output={"dir": str(tmp_path / "again")},
+                                                         evaluate={}))
+    for k in range(3):
+        assert run_all.main([str(again), "--shard", f"{k}/3"]) == 0
+    report = json.loads((tmp_path / "again" / "throughput-shard0of3.json").read_text())
+    assert [r["status"] for r in report["runs"]] == ["skipped-done"]
+    assert (tmp_path / "again" / "run_manifest-shard0of3.json").is_file()
+    capsys.readouterr()
+    caplog.clear()
+    assert tomopick(["report", str(again)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 2 run(s) done, 0 failed\n" in printed and "ribosome" in printed  # the score table
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    merged = json.loads((tmp_path / "again" / "throughput.json").read_text())
+    assert merged["summary"]["runs_already_done"] == 2 and merged["missing"] == {"shards": [], "runs": {}}
+    metrics = json.loads((tmp_path / "again" / "scores" / "metrics.json").read_text())
+    assert sorted(metrics["metrics"]) == ["TS_7_0", "TS_7_1"]

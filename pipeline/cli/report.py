@@ -1,10 +1,11 @@
 """Merge the reports of a sharded job, and score all its runs at once.
 
 Shards running at once (a SLURM array, `--shard K/N`) each write their own throughput-shardKofN.json and, with
-an evaluate block, score only their own runs. Once every shard has finished, `tomopick report CONFIG.yaml`
-merges the shards' throughput reports into one throughput.json (every run's latest record, the totals over
-all of them, each shard's own figures) and, if the config evaluates, scores every run that is done into
-evaluate.save_path. Shards with no report and runs not done are named (a warning, and "missing" in
+an evaluate block, score only their own runs; a shard with nothing to do (its runs done already, or none left
+for it in an array larger than the project) writes one too. Once every shard has finished, `tomopick report
+CONFIG.yaml` merges the shards' throughput reports into one throughput.json (every run's latest record, the
+totals over all of them, each shard's own figures) and, if the config evaluates, scores every run that is done
+into evaluate.save_path. Shards with no report and runs not done are named (a warning, and "missing" in
 throughput.json); the exit status stays 0, as for failed runs, whose shard has already exited 1.
 
 Example:
@@ -40,7 +41,7 @@ def run(args) -> int:
     out_dir = output_dir(cfg, root)
     find_shard_reports(cfg, out_dir)  # none: say so before reading the project's runs
     objects = objects_for_report(cfg, root)
-    run_ids, _ = select_runs(cfg, root)  # every shard's runs, in the order the shards split them
+    run_ids, _, _ = select_runs(cfg, root)  # every shard's runs, in the order the shards split them
     done = [r for r in run_ids if run_is_done(cfg, root, r, objects, say_why=False)]
     merged, summary = merge_shard_reports(cfg, out_dir, run_ids, set(done))
     missing, missing_shards = summary["missing_runs"], summary["missing_shards"]

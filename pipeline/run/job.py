@@ -16,6 +16,7 @@ from pipeline.run.reports import (
     SKIPPED_DONE,
     JobResult,
     RunRecord,
+    keep_or_write_shard_report,
     localize_log_params,
     manifest_path,
     report_path,
@@ -74,7 +75,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         import_ray()
     # the job's own context validates models and labels before any work, also when workers do the runs
     ctx = WorkerContext.open(cfg, device if len(devices) == 1 and not on_ray else resolve_device("cpu"), root=root)
-    run_ids, skipped_missing = select_runs(cfg, root)
+    run_ids, skipped_missing, split = select_runs(cfg, root)
     if cfg.evaluate is not None and cfg.stages:
         _check_ground_truth_exists(cfg, root)
 
@@ -94,7 +95,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         _refuse_foreign_outputs(cfg, outputs, todo)
         _refuse_replacing_finished_segmentations(cfg, root, todo)
     out_dir = output_dir(cfg, root)
-    result = JobResult(records, 0.0, device, skipped_missing=skipped_missing)
+    result = JobResult(records, 0.0, device, skipped_missing=skipped_missing, split=split)
     if todo and cfg.stages:
         check_writable(copick_io.overlay_root(root), out_dir)
         _write_parameter_logs(cfg, ctx)
@@ -136,8 +137,12 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
             result.manifest_path = write_manifest(cfg, result, out_dir)
     else:
         # nothing ran: the reports of the job that did the work stay (and nothing is written to the overlay)
-        log.info("nothing to run; the earlier reports in %s are kept", out_dir)
         result.report_path, result.manifest_path = report_path(cfg, out_dir), manifest_path(cfg, out_dir)
+        if split is not None and cfg.stages:  # a shard that ran: tomopick report must count it
+            result.wall_seconds = time.perf_counter() - t_start
+            keep_or_write_shard_report(cfg, result, out_dir)
+        else:
+            log.info("nothing to run; the earlier reports in %s are kept", out_dir)
 
     for rec in result.failed:
         log.warning("run %s was skipped after an error: %s", rec.run_id, rec.error)
@@ -145,7 +150,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         evaluated = [r.run_id for r in records if r.status in ("done", SKIPPED_DONE)]
         if evaluated:
             result.evaluation, result.evaluation_table, _ = evaluate_runs(cfg, root, ctx.objects, evaluated, out_dir)
-        else:
+        elif run_ids:  # a shard with no run (an array rounded up) has said so: not a warning
             log.warning("no run has picks to evaluate")
     result.wall_seconds = time.perf_counter() - t_start
     if todo and cfg.stages:

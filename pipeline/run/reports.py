@@ -6,6 +6,8 @@ Every file goes through ``pipeline.atomic``: written aside and renamed, with the
 
 from __future__ import annotations
 
+import json
+import logging
 import platform
 import re
 import time
@@ -18,6 +20,8 @@ from pipeline import atomic
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.device import DeviceChoice
 from pipeline.selectors import parse_seg_info
+
+log = logging.getLogger(__name__)
 
 DONE, FAILED, SKIPPED_DONE, CLAIMED = "done", "failed", "skipped-done", "claimed-elsewhere"
 
@@ -51,6 +55,7 @@ class JobResult:
     evaluation: object | None = None  # pipeline.evaluate.EvaluationResult
     evaluation_table: str | None = None
     skipped_missing: dict = field(default_factory=dict)  # run -> why it had no input
+    split: dict | None = None  # a shard: what the split was made from (select.split_basis)
 
     @property
     def failed(self) -> list:
@@ -134,6 +139,8 @@ def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
         "runs": [asdict(r) for r in result.records],
         "runs_without_input": result.skipped_missing,
     }
+    if result.split is not None:
+        doc["split"] = result.split
     if result.evaluation is not None:
         doc["evaluation"] = {"metric": result.evaluation.metric,
                              "final_fbeta_score": result.evaluation.final_fbeta_score}
@@ -155,6 +162,26 @@ def find_shard_reports(cfg: RunConfig, out_dir: Path) -> list[Path]:
     return parts
 
 
+def read_shard_report(part: Path) -> tuple[dict, list[RunRecord], float, tuple[float, float] | None]:
+    """(document, run records, wall seconds, (start, end) or None) of one shard's throughput report; a file that
+    is not one (not JSON, or without its summary and runs) is an error naming it."""
+    from pipeline.errors import RunError
+
+    try:
+        doc = json.loads(part.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict) or not isinstance(doc.get("runs"),
+                                                                                                   list):
+            raise ValueError("it has no 'summary' and 'runs'")
+        wall = float(doc["summary"].get("wall_seconds", 0.0))
+        records = [RunRecord.from_dict(rec) for rec in doc["runs"]]
+        span = doc.get("started_unix_s"), doc.get("finished_unix_s")
+        span = (float(span[0]), float(span[1])) if None not in span else None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RunError(f"shard report {part}: not a tomopick throughput report ({type(exc).__name__}: {exc}); "
+                       "run that shard again, or delete the file") from None
+    return doc, records, wall, span
+
+
 def covered_seconds(intervals: list[tuple[float, float]]) -> float:
     """Seconds during which at least one of the (start, end) intervals was running."""
     total, reached = 0.0, float("-inf")
@@ -163,6 +190,39 @@ def covered_seconds(intervals: list[tuple[float, float]]) -> float:
             total += end - max(start, reached)
             reached = end
     return total
+
+
+def keep_or_write_shard_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> None:
+    """A shard with nothing to run (its runs done already, or no run in its share) leaves a report all the same:
+    without one, `tomopick report` takes it for a shard that never ran. Its earlier report in ``out_dir`` is
+    kept when it accounts for every run of this share as done (it carries the timings of the work); otherwise
+    a new one records the runs as skipped-done (with the manifest of this job)."""
+    path = report_path(cfg, out_dir)
+    if _accounts_for(path, result):
+        log.info("nothing to run; shard %s's earlier report %s accounts for its %d run(s) and is kept",
+                 cfg.shard, path, len(result.records))
+        return
+    try:
+        write_report(cfg, result, out_dir)
+        write_manifest(cfg, result, out_dir)
+    except OSError as exc:  # the job's work (none) is done: say what tomopick report will miss
+        log.warning("nothing to run, and shard %s could not write its report %s (%s): tomopick report will "
+                    "count it as a shard that did not run", cfg.shard, path, exc.strerror or exc)
+        return
+    share = f"its {len(result.records)} run(s) done already" if result.records else "no run in its share"
+    log.info("nothing to run; wrote %s (shard %s: %s) for tomopick report", path, cfg.shard, share)
+
+
+def _accounts_for(path: Path, result: JobResult) -> bool:
+    """Whether the shard report at ``path`` records every run of ``result`` as done, for the same split."""
+    try:
+        doc = json.loads(path.read_text())
+        status = {rec["run_id"]: rec.get("status") for rec in doc["runs"]}
+    except (OSError, ValueError, TypeError, KeyError):
+        return False  # none, or unreadable: replaced
+    if doc.get("split") is not None and doc.get("split") != result.split:
+        return False  # the project changed since: it names other runs
+    return all(status.get(rec.run_id) in (DONE, SKIPPED_DONE) for rec in result.records)
 
 
 def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None = None,
@@ -175,36 +235,24 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
     during which any shard ran (from their start and end times; reports written before those were recorded:
     the longest shard's, as if at once). Busy fractions divide by the shards' worker seconds summed: stage times
     summed over the shards against the wall time of one would exceed 1 (see throughput_summary)."""
-    import json
-
-    from pipeline.errors import RunError
-
     parts = find_shard_reports(cfg, out_dir)
     latest: dict[str, RunRecord] = {}
     latest_from: dict[str, str] = {}  # run -> the shard ("K/N") whose record it is
-    shards: dict[str, dict] = {}
+    figures_of: dict[str, dict] = {}
+    splits: dict[str, dict] = {}  # shard -> what it split (reports from before this was recorded have none)
     present: set[tuple[int, int]] = set()
     intervals: list[tuple[float, float]] | None = []
     longest = worker_seconds = 0.0
     for part in parts:
-        try:
-            doc = json.loads(part.read_text())
-            if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict) or not isinstance(
-                    doc.get("runs"), list):
-                raise ValueError("it has no 'summary' and 'runs'")
-            wall = float(doc["summary"].get("wall_seconds", 0.0))
-            part_records = [RunRecord.from_dict(rec) for rec in doc["runs"]]
-            span = doc.get("started_unix_s"), doc.get("finished_unix_s")
-            span = (float(span[0]), float(span[1])) if None not in span else None
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise RunError(f"shard report {part}: not a tomopick throughput report ({type(exc).__name__}: {exc}); "
-                           "run that shard again, or delete the file") from None
+        doc, part_records, wall, span = read_shard_report(part)
         match = SHARD_REPORT_STEM.search(part.stem)
         label = f"{match[1]}/{match[2]}" if match else part.name
         if match:
             present.add((int(match[1]), int(match[2])))
+        if isinstance(doc.get("split"), dict):
+            splits[label] = doc["split"]
         figures = throughput_summary(part_records, wall)
-        shards[label] = {"report": part.name, **figures}
+        figures_of[label] = {"report": part.name, **figures}
         worker_seconds += figures["worker_seconds"]
         longest = max(longest, wall)
         intervals = intervals + [span] if intervals is not None and span is not None else None
@@ -221,7 +269,7 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
         summary["runs_selected"] = len(run_ids)
         summary["runs_missing"] = len(missing)
     doc = {"config": cfg.source, "merged_from": [p.name for p in parts], "summary": summary,
-           "missing": {"shards": missing_shards, "runs": missing}, "shards": shards,
+           "missing": {"shards": missing_shards, "runs": missing}, "splits": splits, "shards": figures_of,
            "runs": [asdict(r) for r in records]}
     path = atomic.write_json(report_path(cfg, out_dir), doc)
     return path, {**summary, "shards": len(parts), "missing_shards": missing_shards, "missing_runs": missing}

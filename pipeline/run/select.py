@@ -65,9 +65,10 @@ def input_probabilities(cfg: RunConfig) -> str | None:
     return None
 
 
-def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str]]:
+def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str], dict | None]:
     """Runs that have the first stage's input (tomogram, or segmentation for a localize-only job), this shard's
-    share of them, and {run: why skipped} for the others.
+    share of them, {run: why skipped} for the others, and (a shard only) what the split was made from (see
+    split_basis), which its report records.
 
     A selection that finds nothing is an error that lists what the project has; runs asked for that are missing
     or lack the input are one warning.
@@ -104,12 +105,27 @@ def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str]]:
     if skipped:
         log.warning("%d run(s) skipped: %s", len(skipped),
                     "; ".join(f"{run_id} ({reason})" for run_id, reason in skipped.items()))
-    shard = cfg.shard_index()
+    shard, split = cfg.shard_index(), None
     if shard is not None:
         k, n = shard
+        split = {"shard": f"{k}/{n}", **split_basis(runs)}
+        if k < len(runs):
+            log.info("shard %d/%d: %d of the %d selected run(s)", k, n, len(runs[k::n]), len(runs))
+        else:  # not an error: SLURM arrays are often rounded up
+            log.info("shard %d/%d: no run; the project has %d selected run(s), so shards %d..%d of %d have none",
+                     k, n, len(runs), len(runs), n - 1, n)
         runs = runs[k::n]
-        log.info("shard %d/%d: %d run(s)", k, n, len(runs))
-    return runs, skipped
+    return runs, skipped, split
+
+
+def split_basis(run_ids: list[str]) -> dict:
+    """What a split into shards was made from: the number of runs selected and a digest of their sorted names.
+    Shards that record different ones split different run lists (the project changed between them), so their
+    shares may overlap and leave runs to no shard."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
+    return {"runs_selected": len(run_ids), "run_ids_sha256": digest}
 
 
 def _nothing_selected(cfg: RunConfig, root, seg, wanted: str, skipped: dict) -> str:
