@@ -224,6 +224,57 @@ def test_a_shard_report_without_summary_and_runs_is_refused_naming_the_file(cfg,
         merge_shard_reports(cfg, out)
 
 
+def test_shards_that_split_different_run_lists_are_named_with_the_cause_and_the_way_on(cfg, tmp_path):
+    """Shard 0/2 split 5 runs and did TS_0, TS_2, TS_4; then TS_1a was imported and shard 1/2 split 6: it took
+    TS_1, TS_2, TS_4 (the last two skipped as done), so TS_1a and TS_3 fell to no shard. The report said only
+    "in no shard's report", without cause or way on."""
+    out = tmp_path / "out"
+    before = ["TS_0", "TS_1", "TS_2", "TS_3", "TS_4"]
+    now = ["TS_0", "TS_1", "TS_1a", "TS_2", "TS_3", "TS_4"]
+    _shard_report(out, 0, 2, [_record(r, 1.0) for r in before[0::2]], 10.0, 0.0, split_of=before)
+    _shard_report(out, 1, 2, [_record("TS_1", 1.0)] + [_record(r, 0.0, status="skipped-done") for r in ("TS_2", "TS_4")],
+                  10.0, 20.0, split_of=now)
+    done = {"TS_0", "TS_1", "TS_2", "TS_4"}
+    _, summary = merge_shard_reports(cfg, out, now, done)
+    warning = summary["split_warning"]
+    assert warning.startswith("shards 0/2 and 1/2 split different run lists (5 vs 6 runs): the project changed "
+                              "between them")
+    assert "run the shards again (runs done are skipped), or the missing runs alone (run_ids: [...]" in warning
+    assert summary["missing_runs"] == {"TS_1a": "in no shard's share: the shards split another run list",
+                                       "TS_3": "in no shard's share: the shards split another run list"}
+
+
+def test_shards_that_agree_but_split_another_list_than_the_projects_now_are_named(cfg, tmp_path):
+    out = tmp_path / "out"
+    before = ["TS_0", "TS_1", "TS_2"]
+    _shard_report(out, 0, 2, [_record("TS_0", 1.0), _record("TS_2", 1.0)], 10.0, 0.0, split_of=before)
+    _shard_report(out, 1, 2, [_record("TS_1", 1.0)], 10.0, 0.0, split_of=before)
+    _, summary = merge_shard_reports(cfg, out, before, set(before))
+    assert summary["split_warning"] is None
+    _, summary = merge_shard_reports(cfg, out, [*before, "TS_3"], set(before))
+    assert summary["split_warning"].startswith("the shards split 3 runs, the project has 4 selected runs now: it "
+                                               "changed since they ran")
+    assert summary["missing_runs"] == {"TS_3": "in no shard's share: the shards split another run list"}
+
+
+def test_a_shard_warns_at_its_start_when_the_other_shards_split_another_run_list(tmp_path, caplog):
+    from pipeline.config import config_from_dict
+    from pipeline.run.reports import warn_split_differs
+
+    out = tmp_path / "out"
+    before, now = ["TS_0", "TS_1", "TS_2"], ["TS_0", "TS_1", "TS_1a", "TS_2"]
+    _shard_report(out, 0, 2, [_record("TS_0", 1.0)], 10.0, split_of=before)
+    _shard_report(out, 1, 3, [_record("TS_1", 1.0)], 10.0, split_of=before)  # another split: not this one's
+    shard = config_from_dict(run_doc("config.json", shard="1/2"), source="x.yaml", check_files=False)
+    caplog.set_level(logging.WARNING)
+    warn_split_differs(shard, {"shard": "1/2", **split_basis(before)}, out)
+    assert not caplog.records
+    warn_split_differs(shard, {"shard": "1/2", **split_basis(now)}, out)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"shard 1/2 splits 4 selected run(s), but the reports in {out} say shard 0/2 split 3: "
+                           "the project changed between them")
+
+
 def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_every_run(synth_project, tmp_path,
                                                                                         capsys, caplog):
     """(a) 3 shards on 2 runs: shard 2/3 had none and wrote no report, so `tomopick report` asked to run it;

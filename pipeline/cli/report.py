@@ -8,6 +8,9 @@ totals over all of them, each shard's own figures) and, if the config evaluates,
 into evaluate.save_path. Shards with no report and runs not done are named (a warning, and "missing" in
 throughput.json); the exit status stays 0, as for failed runs, whose shard has already exited 1.
 
+A warning names shards that split different run lists (the project changed between them, so runs fell to no
+shard), with the way on.
+
 Example:
   tomopick report configs/my_project.yaml
 """
@@ -47,6 +50,8 @@ def run(args) -> int:
     missing, missing_shards = summary["missing_runs"], summary["missing_shards"]
     print(f"merged {summary['shards']} shard report(s) into {merged}: {len(done)} of {len(run_ids)} run(s) done, "
           f"{summary['runs_failed']} failed" + (f"; missing: {describe_missing(missing)}" if missing else ""))
+    if summary["split_warning"]:
+        log.warning("%s: %s", args.config, summary["split_warning"])
     if missing_shards:
         log.warning("%s: no report from shard(s) %s: run them (run_all.py %s --shard K/N), then tomopick report "
                     "again", args.config, ", ".join(missing_shards), args.config)

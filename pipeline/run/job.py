@@ -22,6 +22,7 @@ from pipeline.run.reports import (
     report_path,
     segmentation_log_params,
     shard_suffix,
+    warn_split_differs,
     write_manifest,
     write_report,
 )
@@ -96,6 +97,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         _refuse_replacing_finished_segmentations(cfg, root, todo)
     out_dir = output_dir(cfg, root)
     result = JobResult(records, 0.0, device, skipped_missing=skipped_missing, split=split)
+    if split is not None:
+        warn_split_differs(cfg, split, out_dir)
     if todo and cfg.stages:
         check_writable(copick_io.overlay_root(root), out_dir)
         _write_parameter_logs(cfg, ctx)

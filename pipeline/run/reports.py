@@ -225,11 +225,39 @@ def _accounts_for(path: Path, result: JobResult) -> bool:
     return all(status.get(rec.run_id) in (DONE, SKIPPED_DONE) for rec in result.records)
 
 
+def warn_split_differs(cfg: RunConfig, split: dict, out_dir: Path) -> None:
+    """At a shard's start: one warning when the other shards of its split that have reported in ``out_dir``
+    split another run list (a run imported or removed since they ran), so the shares no longer add up."""
+    k, n = cfg.shard_index()
+    base = Path(cfg.output.report)
+    mine = (split["runs_selected"], split["run_ids_sha256"])
+    others = {}
+    for part in sorted(out_dir.glob(f"{base.stem}-shard*of{n}{base.suffix}")):
+        match = SHARD_REPORT_STEM.search(part.stem)
+        if not match or int(match[2]) != n or int(match[1]) == k:
+            continue
+        try:
+            theirs = json.loads(part.read_text()).get("split")
+        except (OSError, ValueError, AttributeError):
+            continue  # tomopick report names a bad report
+        if isinstance(theirs, dict) and (theirs.get("runs_selected"), theirs.get("run_ids_sha256")) != mine:
+            others[f"{match[1]}/{n}"] = theirs.get("runs_selected")
+    if others:
+        listing = ", ".join(f"{label} split {count}" for label, count in sorted(others.items(), key=lambda item:
+                                                                                    _shard_order(item[0])))
+        log.warning("shard %s splits %d selected run(s), but the reports in %s say shard %s: the project changed "
+                    "between them, so runs may fall to no shard (or to two); once it is settled, run every shard "
+                    "again (runs done are skipped)", split["shard"], split["runs_selected"], out_dir, listing)
+
+
 def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None = None,
                         done: set[str] | None = None) -> tuple[Path, dict]:
     """The shards' ``throughput-shard*of*.json`` -> one report: each run's latest record, totals over all, each
     shard's own figures (``shards``), and what is missing (``missing``: shards K/N with no report, and each run
     of ``run_ids``, the job's runs, that is not in ``done``, with why).
+
+    Shards that split different run lists (the project changed between them) are named (``split_warning`` in
+    the returned summary).
 
     Shards may run at once (an array on several nodes) or one after another, so the merged wall time is the time
     during which any shard ran (from their start and end times; reports written before those were recorded:
@@ -264,7 +292,9 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
     summary = throughput_summary(records, wall, worker_seconds=worker_seconds)
     summary["wall_seconds_from"] = ("the times any shard ran" if intervals else
                                     "the longest shard (as if all ran at once: its report has no start time)")
-    missing_shards, missing = missing_runs(run_ids, done, latest, latest_from, present)
+    split_warning = split_differences(splits, run_ids)
+    missing_shards, missing = missing_runs(run_ids, done, latest, latest_from, present,
+                                           split_changed=split_warning is not None)
     if run_ids is not None:
         summary["runs_selected"] = len(run_ids)
         summary["runs_missing"] = len(missing)
@@ -272,15 +302,57 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
            "missing": {"shards": missing_shards, "runs": missing}, "splits": splits, "shards": figures_of,
            "runs": [asdict(r) for r in records]}
     path = atomic.write_json(report_path(cfg, out_dir), doc)
-    return path, {**summary, "shards": len(parts), "missing_shards": missing_shards, "missing_runs": missing}
+    return path, {**summary, "shards": len(parts), "missing_shards": missing_shards, "missing_runs": missing,
+                  "split_warning": split_warning}
+
+
+def split_differences(splits: dict[str, dict], run_ids: list[str] | None) -> str | None:
+    """Why shards' shares do not add up to the job's runs, when they split different run lists (the project
+    changed between them, or since: a run imported, one removed), else None. ``splits``: shard -> the split
+    it recorded; ``run_ids``: the runs selected now."""
+    groups: dict[tuple, list[str]] = {}
+    for label, split in sorted(splits.items(), key=lambda item: _shard_order(item[0])):
+        groups.setdefault((split.get("runs_selected"), split.get("run_ids_sha256")), []).append(label)
+    way_on = ("run the shards again (runs done are skipped), or the missing runs alone (run_ids: [...] in the run "
+              "config; -runs/--run-ids with tomopick segment / localize)")
+    if len(groups) > 1:
+        if all(len(labels) == 1 for labels in groups.values()):  # (5 vs 6 runs)
+            counts = " vs ".join(str(count) for count, _ in groups) + " runs"
+        else:  # (5 runs in 0/3 and 1/3 vs 6 runs in 2/3)
+            counts = " vs ".join(f"{count} runs in {_and(labels)}" for (count, _), labels in groups.items())
+        same = ", with other names" if len({count for count, _ in groups}) == 1 else ""
+        labels = [label for group in groups.values() for label in group]
+        return (f"shards {_and(labels)} split different run lists ({counts}{same}): the project "
+                f"changed between them, so runs may have fallen to no shard (or to two); {way_on}")
+    if len(groups) == 1 and run_ids is not None:
+        from pipeline.run.select import split_basis
+
+        (count, digest), = groups
+        now = split_basis(run_ids)
+        if (count, digest) != (now["runs_selected"], now["run_ids_sha256"]):
+            other = " with other names" if count == now["runs_selected"] else ""
+            return (f"the shards split {count} runs, the project has {now['runs_selected']} selected runs now"
+                    f"{other}: it changed since they ran, and runs added are in no shard's share; {way_on}")
+    return None
+
+
+def _shard_order(label: str) -> tuple[int, int]:
+    k, n = label.split("/")
+    return int(n), int(k)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def missing_runs(run_ids: list[str] | None, done: set[str] | None, latest: dict[str, RunRecord],
-                 latest_from: dict[str, str], present: set[tuple[int, int]]) -> tuple[list[str], dict[str, str]]:
+                 latest_from: dict[str, str], present: set[tuple[int, int]],
+                 split_changed: bool = False) -> tuple[list[str], dict[str, str]]:
     """(shards "K/N" with no report, {run: why it is not done}) of a sharded job.
 
     ``run_ids``: the job's runs in selection order (None: only the shards are checked), which is how shards
-    split them (run i goes to shard i mod N); ``done``: those done on disk (None: as the reports say)."""
+    split them (run i goes to shard i mod N); ``done``: those done on disk (None: as the reports say);
+    ``split_changed``: the shards split another run list than ``run_ids`` (then i mod N says nothing)."""
     splits = sorted({n for _, n in present})
     missing_shards = [f"{k}/{n}" for n in splits for k in range(n) if (k, n) not in present]
     if run_ids is None:
@@ -300,6 +372,8 @@ def missing_runs(run_ids: list[str] | None, done: set[str] | None, latest: dict[
             why[run_id] = f"shard {shard} left it to another driver, which has not finished it"
         elif rec is not None and rec.status in (DONE, SKIPPED_DONE):
             why[run_id] = f"shard {shard} reported it done, but its outputs are not all there now"
+        elif rec is None and split_changed:
+            why[run_id] = "in no shard's share: the shards split another run list"
         elif absent:
             why[run_id] = f"shard {' and '.join(absent)} has no report"
         elif rec is not None:
