@@ -212,6 +212,16 @@ def test_report_names_the_shard_and_runs_with_no_report(synth_project, tmp_path,
 # ---------------------------------------------------------------------------------------------------- one split
 
 
+def _manifest(out_dir, k, n, **sections):
+    """A shard's run manifest whose resolved config has ``sections`` laid over a run config's."""
+    from pipeline.config import config_from_dict, config_to_dict
+
+    resolved = config_to_dict(config_from_dict(run_doc("config.json"), source="x.yaml", check_files=False))
+    for section, values in sections.items():
+        resolved[section] = {**resolved[section], **values}
+    (out_dir / f"run_manifest-shard{k}of{n}.json").write_text(json.dumps({"resolved_config": resolved}))
+
+
 def test_a_shard_report_without_summary_and_runs_is_refused_naming_the_file(cfg, tmp_path):
     from pipeline.errors import RunError
 
@@ -222,6 +232,39 @@ def test_a_shard_report_without_summary_and_runs_is_refused_naming_the_file(cfg,
                                        r"throughput report \(ValueError: it has no 'summary' and 'runs'\); run that "
                                        "shard again, or delete the file$"):
         merge_shard_reports(cfg, out)
+
+
+def test_only_the_reports_of_one_split_are_merged_and_the_others_named(cfg, tmp_path):
+    """0/2 and 1/2 of this job, and an old 0/3 left in the folder: it was merged in silently (3 shards, and a
+    missing 1/3 and 2/3); now the newest set is merged, the other named, and --shards N picks one."""
+    import os
+
+    out = tmp_path / "out"
+    old = _shard_report(out, 0, 3, [_record("TS_0", 5.0), _record("TS_3", 5.0)], 50.0, 0.0)
+    os.utime(old, (1000.0, 1000.0))
+    _shard_report(out, 0, 2, [_record("TS_0", 1.0), _record("TS_2", 1.0)], 10.0, 5000.0)
+    _shard_report(out, 1, 2, [_record("TS_1", 1.0), _record("TS_3", 1.0)], 10.0, 5000.0)
+    run_ids = ["TS_0", "TS_1", "TS_2", "TS_3"]
+    path, summary = merge_shard_reports(cfg, out, run_ids, set(run_ids))
+    doc = json.loads(path.read_text())
+    assert doc["merged_from"] == ["throughput-shard0of2.json", "throughput-shard1of2.json"]
+    assert doc["ignored"] == summary["ignored_reports"] == ["throughput-shard0of3.json"]
+    assert summary["shard_count"] == 2 and summary["missing_shards"] == [] and summary["runs_done"] == 4
+    assert doc["summary"]["stage_seconds_total"]["segment"] == 4.0  # the old shard's 10 s are not in
+
+    path, summary = merge_shard_reports(cfg, out, run_ids, set(run_ids), shards=3)
+    assert summary["shard_count"] == 3 and summary["missing_shards"] == ["1/3", "2/3"]
+    assert summary["ignored_reports"] == ["throughput-shard0of2.json", "throughput-shard1of2.json"]
+
+
+def test_report_refuses_a_shard_count_with_no_reports_naming_those_there(cfg, tmp_path):
+    from pipeline.errors import RunError
+
+    out = tmp_path / "out"
+    _shard_report(out, 0, 2, [_record("TS_0", 1.0)], 10.0)
+    with pytest.raises(RunError, match=r"no shard reports throughput-shardKof4.json in .* \(reports of N = 2 "
+                                       r"shards are there\); run the 4 shards first, or give --shards N of those"):
+        merge_shard_reports(cfg, out, shards=4)
 
 
 def test_shards_that_split_different_run_lists_are_named_with_the_cause_and_the_way_on(cfg, tmp_path):
@@ -275,6 +318,24 @@ def test_a_shard_warns_at_its_start_when_the_other_shards_split_another_run_list
                            "the project changed between them")
 
 
+def test_shards_that_ran_with_other_picking_settings_are_named(cfg, tmp_path):
+    """Shard 0/2 picked with peaks and ntta 1, shard 1/2 with watershed and ntta 2 (and another window batch,
+    which changes no pick): merged without a word before."""
+    out = tmp_path / "out"
+    _shard_report(out, 0, 2, [_record("TS_0", 1.0)], 10.0)
+    _shard_report(out, 1, 2, [_record("TS_1", 1.0)], 10.0)
+    _manifest(out, 0, 2, segment={"ntta": 1}, localize={"method": "peaks"})
+    _manifest(out, 1, 2, segment={"ntta": 2, "window_batch": 8}, localize={"method": "watershed"})
+    path, summary = merge_shard_reports(cfg, out)
+    assert json.loads(path.read_text())["settings_differ"] == {
+        "localize.method": {"0/2": "peaks", "1/2": "watershed"}, "segment.ntta": {"0/2": 1, "1/2": 2}}
+    assert summary["settings_warning"].startswith(
+        'shards 0/2 and 1/2 ran with settings that change the picks, so their scores are not of one job: '
+        'localize.method (0/2: "peaks", 1/2: "watershed"); segment.ntta (0/2: 1, 1/2: 2)')
+    _manifest(out, 1, 2, segment={"ntta": 1, "window_batch": 8}, localize={"method": "peaks"})
+    assert merge_shard_reports(cfg, out)[1]["settings_warning"] is None
+
+
 def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_every_run(synth_project, tmp_path,
                                                                                         capsys, caplog):
     """(a) 3 shards on 2 runs: shard 2/3 had none and wrote no report, so `tomopick report` asked to run it;
@@ -295,7 +356,7 @@ def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_eve
     capsys.readouterr()
     caplog.clear()
     assert tomopick(["report", str(yml)]) == 0
-    assert "merged 3 shard report(s)" in capsys.readouterr().out
+    assert "merged 3 shard report(s) of 3 shard(s)" in capsys.readouterr().out
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     shard0 = (tmp_path / "out" / "throughput-shard0of3.json").read_bytes()

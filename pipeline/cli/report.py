@@ -8,11 +8,13 @@ totals over all of them, each shard's own figures) and, if the config evaluates,
 into evaluate.save_path. Shards with no report and runs not done are named (a warning, and "missing" in
 throughput.json); the exit status stays 0, as for failed runs, whose shard has already exited 1.
 
-A warning names shards that split different run lists (the project changed between them, so runs fell to no
-shard), with the way on.
+The reports of one split are merged: N shards with --shards N, else the set written last; shard reports of
+another N left in output.dir are named as ignored. A warning names shards that split different run lists (the
+project changed between them) and shards whose run manifests differ in a setting that changes the picks.
 
 Example:
   tomopick report configs/my_project.yaml
+  tomopick report configs/my_project.yaml --shards 8
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ def add_arguments(p) -> None:
 
     p.add_argument("config", type=file_arg("run config YAML", (".yaml", ".yml")),
                    help="the run config YAML the shards ran with")
+    p.add_argument("--shards", type=_shard_count, default=None, metavar="N",
+                   help="merge the reports of N shards (--shard K/N) (default: the set of shard reports written "
+                        "last; those of another N are named as ignored)")
+
+
+def _shard_count(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of shards N of --shard K/N, an integer >= 1")
+    return n
 
 
 def run(args) -> int:
@@ -46,12 +63,18 @@ def run(args) -> int:
     objects = objects_for_report(cfg, root)
     run_ids, _, _ = select_runs(cfg, root)  # every shard's runs, in the order the shards split them
     done = [r for r in run_ids if run_is_done(cfg, root, r, objects, say_why=False)]
-    merged, summary = merge_shard_reports(cfg, out_dir, run_ids, set(done))
+    merged, summary = merge_shard_reports(cfg, out_dir, run_ids, set(done), shards=args.shards)
     missing, missing_shards = summary["missing_runs"], summary["missing_shards"]
-    print(f"merged {summary['shards']} shard report(s) into {merged}: {len(done)} of {len(run_ids)} run(s) done, "
-          f"{summary['runs_failed']} failed" + (f"; missing: {describe_missing(missing)}" if missing else ""))
-    if summary["split_warning"]:
-        log.warning("%s: %s", args.config, summary["split_warning"])
+    print(f"merged {summary['shards']} shard report(s) of {summary['shard_count']} shard(s) into {merged}: "
+          f"{len(done)} of {len(run_ids)} run(s) done, {summary['runs_failed']} failed"
+          + (f"; missing: {describe_missing(missing)}" if missing else ""))
+    if summary["ignored_reports"]:
+        log.warning("%s: ignored %s in %s: not reports of the %d shards merged (another split's: delete them, or "
+                    "give --shards N to merge those instead)", args.config, ", ".join(summary["ignored_reports"]),
+                    out_dir, summary["shard_count"])
+    for warning in (summary["split_warning"], summary["settings_warning"]):
+        if warning:
+            log.warning("%s: %s", args.config, warning)
     if missing_shards:
         log.warning("%s: no report from shard(s) %s: run them (run_all.py %s --shard K/N), then tomopick report "
                     "again", args.config, ", ".join(missing_shards), args.config)

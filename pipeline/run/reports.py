@@ -251,19 +251,21 @@ def warn_split_differs(cfg: RunConfig, split: dict, out_dir: Path) -> None:
 
 
 def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None = None,
-                        done: set[str] | None = None) -> tuple[Path, dict]:
+                        done: set[str] | None = None, shards: int | None = None) -> tuple[Path, dict]:
     """The shards' ``throughput-shard*of*.json`` -> one report: each run's latest record, totals over all, each
     shard's own figures (``shards``), and what is missing (``missing``: shards K/N with no report, and each run
     of ``run_ids``, the job's runs, that is not in ``done``, with why).
 
-    Shards that split different run lists (the project changed between them) are named (``split_warning`` in
-    the returned summary).
+    Only the reports of one split are merged: ``shards`` N, else the set whose newest report is the newest;
+    those of other splits (an older job's, left in the folder) are listed under ``ignored``. Shards that split
+    different run lists (the project changed between them) and shards that ran with settings that change the
+    picks are named (``split_warning``, ``settings_warning`` in the returned summary).
 
     Shards may run at once (an array on several nodes) or one after another, so the merged wall time is the time
     during which any shard ran (from their start and end times; reports written before those were recorded:
     the longest shard's, as if at once). Busy fractions divide by the shards' worker seconds summed: stage times
     summed over the shards against the wall time of one would exceed 1 (see throughput_summary)."""
-    parts = find_shard_reports(cfg, out_dir)
+    parts, n, ignored = _one_split(cfg, out_dir, shards)
     latest: dict[str, RunRecord] = {}
     latest_from: dict[str, str] = {}  # run -> the shard ("K/N") whose record it is
     figures_of: dict[str, dict] = {}
@@ -271,12 +273,10 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
     present: set[tuple[int, int]] = set()
     intervals: list[tuple[float, float]] | None = []
     longest = worker_seconds = 0.0
-    for part in parts:
+    for k, part in parts:
         doc, part_records, wall, span = read_shard_report(part)
-        match = SHARD_REPORT_STEM.search(part.stem)
-        label = f"{match[1]}/{match[2]}" if match else part.name
-        if match:
-            present.add((int(match[1]), int(match[2])))
+        label = f"{k}/{n}"
+        present.add((k, n))
         if isinstance(doc.get("split"), dict):
             splits[label] = doc["split"]
         figures = throughput_summary(part_records, wall)
@@ -295,15 +295,43 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
     split_warning = split_differences(splits, run_ids)
     missing_shards, missing = missing_runs(run_ids, done, latest, latest_from, present,
                                            split_changed=split_warning is not None)
+    settings = settings_differences({f"{k}/{n}": out_dir / f"run_manifest-shard{k}of{n}.json" for k, _ in parts})
     if run_ids is not None:
         summary["runs_selected"] = len(run_ids)
         summary["runs_missing"] = len(missing)
-    doc = {"config": cfg.source, "merged_from": [p.name for p in parts], "summary": summary,
-           "missing": {"shards": missing_shards, "runs": missing}, "splits": splits, "shards": figures_of,
-           "runs": [asdict(r) for r in records]}
+    doc = {"config": cfg.source, "merged_from": [p.name for _, p in parts], "ignored": ignored, "summary": summary,
+           "missing": {"shards": missing_shards, "runs": missing}, "splits": splits, "settings_differ": settings,
+           "shards": figures_of, "runs": [asdict(r) for r in records]}
     path = atomic.write_json(report_path(cfg, out_dir), doc)
-    return path, {**summary, "shards": len(parts), "missing_shards": missing_shards, "missing_runs": missing,
-                  "split_warning": split_warning}
+    return path, {**summary, "shards": len(parts), "shard_count": n, "missing_shards": missing_shards,
+                  "missing_runs": missing, "ignored_reports": ignored, "split_warning": split_warning,
+                  "settings_warning": describe_settings(settings)}
+
+
+def _one_split(cfg: RunConfig, out_dir: Path, shards: int | None) -> tuple[list[tuple[int, Path]], int, list[str]]:
+    """([(K, report)] of the split merged, its N, the names of the other shard reports, which are not merged)."""
+    from pipeline.errors import RunError
+
+    by_n: dict[int, list[tuple[int, Path]]] = {}
+    ignored = []
+    for part in find_shard_reports(cfg, out_dir):
+        match = SHARD_REPORT_STEM.search(part.stem)
+        if match and int(match[1]) < int(match[2]):
+            by_n.setdefault(int(match[2]), []).append((int(match[1]), part))
+        else:  # throughput-shard0of2-old.json and the like: not a shard's name
+            ignored.append(part.name)
+    base = Path(cfg.output.report)
+    if shards is not None and shards not in by_n:
+        have = ", ".join(str(n) for n in sorted(by_n)) or "none"
+        raise RunError(f"no shard reports {base.stem}-shardKof{shards}{base.suffix} in {out_dir} (reports of N = "
+                       f"{have} shards are there); run the {shards} shards first, or give --shards N of those")
+    if not by_n:
+        raise RunError(f"no shard reports {base.stem}-shardKofN{base.suffix} in {out_dir} (only {', '.join(ignored)}); "
+                       "run the shards first (run_all.py CONFIG --shard K/N)")
+    # the newest set: the split of the shard report written last
+    n = shards if shards is not None else max(by_n, key=lambda n: max(p.stat().st_mtime for _, p in by_n[n]))
+    ignored += [p.name for other, group in sorted(by_n.items()) if other != n for _, p in sorted(group)]
+    return sorted(by_n[n]), n, ignored
 
 
 def split_differences(splits: dict[str, dict], run_ids: list[str] | None) -> str | None:
@@ -343,6 +371,49 @@ def _shard_order(label: str) -> tuple[int, int]:
 
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+# run-config keys whose values do not change the picks: how fast, where, how many threads, what else is saved
+NOT_PICKS_SETTINGS = {"segment.window_batch", "segment.save_probabilities", "localize.n_procs", "localize.tuned"}
+
+
+def picks_settings(resolved: dict) -> dict:
+    """The settings of a resolved run config that change the picks, as ``section.key``: the project and its
+    tomograms, the stages, the model files, the segmentation, the localize method and its settings, and the pick
+    user and session (the tuned file is counted by the thresholds it sets)."""
+    out = {key: resolved.get(key) for key in ("copick_config", "voxel_size", "tomo_alg", "stages")}
+    for section in ("model", "segment", "localize"):
+        for key, value in (resolved.get(section) or {}).items():
+            if f"{section}.{key}" not in NOT_PICKS_SETTINGS:
+                out[f"{section}.{key}"] = value
+    return out
+
+
+def settings_differences(manifests: dict[str, Path]) -> dict[str, dict]:
+    """{setting: {shard: value}} for the settings that change the picks and differ between the shards'
+    manifests (``shard -> run_manifest-shardKofN.json``; a shard without a readable one is left out)."""
+    settings = {}
+    for label, path in manifests.items():
+        try:
+            resolved = json.loads(path.read_text())["resolved_config"]
+            settings[label] = picks_settings(resolved)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+    keys = sorted({key for s in settings.values() for key in s})
+    return {key: {label: s.get(key) for label, s in settings.items()} for key in keys
+            if len({json.dumps(s.get(key), sort_keys=True) for s in settings.values()}) > 1}
+
+
+def describe_settings(differ: dict[str, dict]) -> str | None:
+    """``segment.ntta (0/2: 1; 1/2: 2); localize.method (...)``: the differing settings and what each shard had."""
+    if not differ:
+        return None
+    shards = sorted({label for values in differ.values() for label in values}, key=_shard_order)
+    listing = "; ".join(f"{key} ({', '.join(f'{label}: {json.dumps(value)}' for label, value in values.items())})"
+                        for key, values in differ.items())
+    return (f"shards {_and(shards)} ran with settings that change the picks, so their scores are not of one "
+            f"job: {listing} (from their run_manifest-shardKofN.json); run the shards again with one config and "
+            "--overwrite, or give each config its own output.dir and pick session (localize.pick_session_id)")
 
 
 def missing_runs(run_ids: list[str] | None, done: set[str] | None, latest: dict[str, RunRecord],
