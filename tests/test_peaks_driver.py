@@ -286,6 +286,11 @@ def test_runs_skipped_as_done_with_other_segmentation_settings_are_named(peaks_p
     assert main(["segment", "-c", str(chain), *MODEL, "--ntta", "2", "--device", "cpu"]) == 0
     assert "2 run(s) skipped as done were segmented with other settings (segment.ntta differ)" in caplog.text
     assert "-seginfo" in caplog.text
+    # and one whose segmentations a full job finished (run_all.py first, then tomopick segment with other settings)
+    caplog.clear()
+    assert main(["segment", "-c", str(driver), *MODEL, "--ntta", "2", "--device", "cpu"]) == 0
+    assert "was finished by an earlier tomopick job (a full job, picks octopi/1)" in caplog.text
+    assert "2 run(s) skipped as done were segmented with other settings (segment.ntta differ)" in caplog.text
 
 
 def test_segment_settings_know_the_weights_by_content(tmp_path):

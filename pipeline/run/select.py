@@ -304,7 +304,10 @@ def picked_otherwise(cfg: RunConfig, root, run_ids: list[str]) -> dict[str, list
         return {}
     out = {}
     for run_id in run_ids:
-        info = overlay_files.read_json(overlay_files.run_done_marker(root, run_id, marker_key(cfg)))
+        marker = overlay_files.run_done_marker(root, run_id, marker_key(cfg))
+        if not marker.is_file() and not cfg.has("localize") and (by := segmentation_finished_by(cfg, root, run_id)):
+            marker = overlay_files.run_done_marker(root, run_id, by)  # segment-only: the job that finished it
+        info = overlay_files.read_json(marker)
         differ = []
         for part, prefix in (("localize", ""), ("segment", "segment.")):
             then = info.get(part) if isinstance(info, dict) else None
