@@ -213,13 +213,15 @@ def test_report_names_the_shard_and_runs_with_no_report(synth_project, tmp_path,
 
 
 def _manifest(out_dir, k, n, **sections):
-    """A shard's run manifest whose resolved config has ``sections`` laid over a run config's."""
-    from pipeline.config import config_from_dict, config_to_dict
+    """A shard's run manifest with the output settings of a run config with ``sections`` laid over it."""
+    from pipeline.config import config_from_dict
+    from pipeline.run.select import output_settings
 
-    resolved = config_to_dict(config_from_dict(run_doc("config.json"), source="x.yaml", check_files=False))
+    doc = run_doc("config.json")
     for section, values in sections.items():
-        resolved[section] = {**resolved[section], **values}
-    (out_dir / f"run_manifest-shard{k}of{n}.json").write_text(json.dumps({"resolved_config": resolved}))
+        doc[section] = {**doc.get(section, {}), **values}
+    cfg = config_from_dict(doc, source="x.yaml", check_files=False)
+    (out_dir / f"run_manifest-shard{k}of{n}.json").write_text(json.dumps({"output_settings": output_settings(cfg)}))
 
 
 def test_a_shard_report_without_summary_and_runs_is_refused_naming_the_file(cfg, tmp_path):
@@ -328,10 +330,14 @@ def test_shards_that_ran_with_other_picking_settings_are_named(cfg, tmp_path):
     _manifest(out, 1, 2, segment={"ntta": 2, "window_batch": 8}, localize={"method": "watershed"})
     path, summary = merge_shard_reports(cfg, out)
     assert json.loads(path.read_text())["settings_differ"] == {
-        "localize.method": {"0/2": "peaks", "1/2": "watershed"}, "segment.ntta": {"0/2": 1, "1/2": 2}}
+        "localize.method": {"0/2": "peaks", "1/2": "watershed"}, "segment.ntta": {"0/2": 1, "1/2": 2},
+        # peaks' own settings, which watershed has not
+        **{f"localize.{key}": {"0/2": {"default": value}, "1/2": None}
+           for key, value in (("peak_window", 1.0), ("smoothing", 0.25), ("thresholds", 0.25))}}
     assert summary["settings_warning"].startswith(
         'shards 0/2 and 1/2 ran with settings that change the picks, so their scores are not of one job: '
-        'localize.method (0/2: "peaks", 1/2: "watershed"); segment.ntta (0/2: 1, 1/2: 2)')
+        'localize.method (0/2: "peaks", 1/2: "watershed"); localize.peak_window (0/2: {"default": 1.0}, 1/2: null)')
+    assert 'segment.ntta (0/2: 1, 1/2: 2) (from their run_manifest-shardKofN.json)' in summary["settings_warning"]
     _manifest(out, 1, 2, segment={"ntta": 1, "window_batch": 8}, localize={"method": "peaks"})
     assert merge_shard_reports(cfg, out)[1]["settings_warning"] is None
 

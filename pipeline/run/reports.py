@@ -114,7 +114,11 @@ def summary_line(result: JobResult) -> str:
 def shard_suffix(cfg: RunConfig) -> str:
     """``-shard{K}of{N}`` for a shard's own report files (shards run at once must not overwrite each other's)."""
     shard = cfg.shard_index()
-    return f"-shard{shard[0]}of{shard[1]}" if shard else ""
+    return _shard_suffix(*shard) if shard else ""
+
+
+def _shard_suffix(k: int, n: int) -> str:
+    return f"-shard{k}of{n}"
 
 
 def report_path(cfg: RunConfig, out_dir: Path) -> Path:
@@ -125,6 +129,11 @@ def report_path(cfg: RunConfig, out_dir: Path) -> Path:
 
 def manifest_path(cfg: RunConfig, out_dir: Path) -> Path:
     return out_dir / f"run_manifest{shard_suffix(cfg)}.json"
+
+
+def shard_manifest_path(out_dir: Path, k: int, n: int) -> Path:
+    """The manifest of shard K/N in ``out_dir`` (``manifest_path`` of that shard's job)."""
+    return out_dir / f"run_manifest{_shard_suffix(k, n)}.json"
 
 
 def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
@@ -295,7 +304,7 @@ def merge_shard_reports(cfg: RunConfig, out_dir: Path, run_ids: list[str] | None
     split_warning = split_differences(splits, run_ids)
     missing_shards, missing = missing_runs(run_ids, done, latest, latest_from, present,
                                            split_changed=split_warning is not None)
-    settings = settings_differences({f"{k}/{n}": out_dir / f"run_manifest-shard{k}of{n}.json" for k, _ in parts})
+    settings = settings_differences({f"{k}/{n}": shard_manifest_path(out_dir, k, n) for k, _ in parts})
     if run_ids is not None:
         summary["runs_selected"] = len(run_ids)
         summary["runs_missing"] = len(missing)
@@ -373,32 +382,18 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-# run-config keys whose values do not change the picks: how fast, where, how many threads, what else is saved
-NOT_PICKS_SETTINGS = {"segment.window_batch", "segment.save_probabilities", "localize.n_procs", "localize.tuned"}
-
-
-def picks_settings(resolved: dict) -> dict:
-    """The settings of a resolved run config that change the picks, as ``section.key``: the project and its
-    tomograms, the stages, the model files, the segmentation, the localize method and its settings, and the pick
-    user and session (the tuned file is counted by the thresholds it sets)."""
-    out = {key: resolved.get(key) for key in ("copick_config", "voxel_size", "tomo_alg", "stages")}
-    for section in ("model", "segment", "localize"):
-        for key, value in (resolved.get(section) or {}).items():
-            if f"{section}.{key}" not in NOT_PICKS_SETTINGS:
-                out[f"{section}.{key}"] = value
-    return out
-
-
 def settings_differences(manifests: dict[str, Path]) -> dict[str, dict]:
-    """{setting: {shard: value}} for the settings that change the picks and differ between the shards'
-    manifests (``shard -> run_manifest-shardKofN.json``; a shard without a readable one is left out)."""
+    """{setting: {shard: value}} for the settings that change the outputs (select.output_settings, as each
+    shard's manifest records them) and differ between the shards (``shard -> its run_manifest``; a shard without
+    a readable one, or one from before they were recorded, is left out)."""
     settings = {}
     for label, path in manifests.items():
         try:
-            resolved = json.loads(path.read_text())["resolved_config"]
-            settings[label] = picks_settings(resolved)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            recorded = json.loads(path.read_text())["output_settings"]  # manifests from before 2026-12-03: none
+        except (OSError, ValueError, TypeError, KeyError):
             continue
+        if isinstance(recorded, dict):
+            settings[label] = recorded
     keys = sorted({key for s in settings.values() for key in s})
     return {key: {label: s.get(key) for label, s in settings.items()} for key in keys
             if len({json.dumps(s.get(key), sort_keys=True) for s in settings.values()}) > 1}
@@ -490,9 +485,12 @@ def _segment_choices(records: list[RunRecord]) -> dict:
 
 
 def write_manifest(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
+    from pipeline.run.select import output_settings
+
     doc = {
         "config_file": cfg.source,
         "resolved_config": config_to_dict(cfg),
+        "output_settings": output_settings(cfg),
         "versions": package_versions(),
         "device": {"name": result.device.torch_device, "reason": result.device.reason},
         "segmentation": _segment_choices(result.records),

@@ -261,6 +261,22 @@ def segment_settings(cfg: RunConfig) -> dict | None:
     return out
 
 
+def output_settings(cfg: RunConfig) -> dict:
+    """The settings that decide a job's outputs, flat (``segment.ntta``): the project, its tomograms and the
+    stages, where the picks go and what a localize-only job reads, and the localize and segment settings as the
+    done markers record them. A job's manifest records them; `tomopick report` compares its shards' by them."""
+    out = {"copick_config": cfg.copick_config, "voxel_size": cfg.voxel_size, "tomo_alg": cfg.tomo_alg,
+           "stages": list(cfg.stages)}
+    if cfg.has("localize"):
+        out.update({"localize.pick_user_id": cfg.localize.pick_user_id,
+                    "localize.pick_session_id": cfg.localize.pick_session_id})
+        source = input_segmentation(cfg)
+        out["localize.input"] = source.uri() if source is not None else input_probabilities(cfg)
+    for part, settings in (("localize", localize_settings(cfg)), ("segment", segment_settings(cfg))):
+        out.update({f"{part}.{key}": value for key, value in (settings or {}).items()})
+    return out
+
+
 def _file_digest(path) -> str | None:
     """A short content digest of a model file (read once per file and version: weights are tens of MB)."""
     try:
