@@ -333,8 +333,9 @@ def test_import_of_empty_pick_files_says_0_picks(one_run_project, tmp_path, capl
     empty_star.write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n")
     assert main(["import-mrc", "-c", str(one_run_project), "--picks", str(empty_csv), str(empty_star), "--user-id",
                  "gt", "--session-id", "0"]) == 0
-    assert f"pick file '{empty_csv}': 0 picks in it" in caplog.text
-    assert f"pick file '{empty_star}': 0 picks in it" in caplog.text
+    assert f"pick file '{empty_csv}': 0 picks in it; nothing imported from it" in caplog.text
+    assert f"pick file '{empty_star}': 0 picks in it; nothing imported from it" in caplog.text
+    assert copick_io.pick_sets(copick_io.open_project(one_run_project), {"TS_1"}) == {}  # no pick set made
 
 
 def test_import_of_an_unknown_object_in_a_csv_gets_the_csv_advice(one_run_project, tmp_path, caplog):

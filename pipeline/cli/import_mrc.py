@@ -255,7 +255,8 @@ def _read_picks(args, root, names, infos, tomo_alg, source):
         else:
             found = [formats.read_copick_picks_json(path)]
         if not sum(len(t.xyz_ang) for t in found):
-            log.warning("pick file '%s': 0 picks in it", path)
+            # no rows name a run or an object, so there is no pick set to write
+            log.warning("pick file '%s': 0 picks in it; nothing imported from it", path)
         for t in found:
             t.user_id = args.user_id if args.user_id is not None else t.user_id
             t.session_id = args.session_id if args.session_id is not None else t.session_id
