@@ -168,10 +168,7 @@ def synth_run_arrays(
     """
     objects = CZII_OBJECTS if objects is None else objects
     shape_zyx = tuple(int(s) for s in shape_zyx)
-    if len(shape_zyx) != 3 or min(shape_zyx) < 8:
-        raise ValueError(f"synthetic shape {shape_zyx}: need three sides of at least 8 voxels (z, y, x)")
-    if not snr > 0:
-        raise ValueError(f"synthetic snr {snr}: must be > 0")
+    check_settings(1, shape_zyx, snr, density)
     rng = np.random.default_rng(seed)
     particles = _place_particles(shape_zyx, objects, rng, density, touching_fraction)
 

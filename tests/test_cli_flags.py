@@ -306,4 +306,4 @@ def test_run_takes_the_ray_cpus_per_actor(monkeypatch, capsys):
     for bad in ("0", "two"):
         with pytest.raises(SystemExit):
             main(["run", demo, "--ray-cpus-per-actor", bad])
-        assert "expected a whole number of CPUs >= 1" in capsys.readouterr().err
+        assert "expected a number of CPUs, an integer >= 1" in capsys.readouterr().err

@@ -376,6 +376,7 @@ def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_eve
         assert run_all.main([str(again), "--shard", f"{k}/3"]) == 0
     report = json.loads((tmp_path / "again" / "throughput-shard0of3.json").read_text())
     assert [r["status"] for r in report["runs"]] == ["skipped-done"]
+    assert report["evaluation"]["final_fbeta_score"] > 0  # written after its evaluation, as a shard that worked
     assert (tmp_path / "again" / "run_manifest-shard0of3.json").is_file()
     capsys.readouterr()
     caplog.clear()

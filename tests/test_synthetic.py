@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import copick_io
 from pipeline.cli import main as cli_main
-from pipeline.errors import ProjectError
+from pipeline.errors import ConfigError, ProjectError
 from pipeline.selectors import SegSelector
 from pipeline.synthetic import CZII_OBJECTS, make_synthetic_project, synth_run_arrays
 
@@ -87,9 +87,9 @@ def test_synth_cli_and_refusal_to_overwrite(tmp_path, capsys):
 
 
 def test_bad_synthetic_arguments():
-    with pytest.raises(ValueError, match="three sides"):
+    with pytest.raises(ConfigError, match="--shape 4,40,40: need three sides of at least 8 voxels"):
         synth_run_arrays((4, 40, 40))
-    with pytest.raises(ValueError, match="snr"):
+    with pytest.raises(ConfigError, match="--snr 0: must be > 0"):
         synth_run_arrays((16, 16, 16), snr=0)
 
 

@@ -39,6 +39,21 @@ class ArgumentParser(argparse.ArgumentParser):
                 if joined_switches and t[1] == option_string[:2] and t[0].nargs == 0]
 
 
+def positive_int(what: str):
+    """An argparse type: an integer >= 1, refused naming ``what`` it counts (``--shards``, ``--ray-cpus-...``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}, an integer >= 1")
+        return value
+
+    return parse
+
+
 def setup_logging(verbose: int = 0) -> None:
     level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -217,7 +232,7 @@ def print_summary(result) -> int:
     return 1 if result.failed else 0
 
 
-__all__ = ["argparse", "ArgumentParser", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "file_arg",
+__all__ = ["argparse", "ArgumentParser", "positive_int", "UserError", "TRUE", "setup_logging", "TqdmSafeHandler", "d", "file_arg",
            "add_config_arg", "add_run_ids_arg", "add_tomo_args", "add_device_arg", "add_overwrite_arg",
            "add_on_error_arg", "add_nonfinite_arg", "list_arg",
            "known_run_ids", "run_job", "announce_compilation", "print_summary"]

@@ -25,25 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    from pipeline.cli.common import file_arg
+    from pipeline.cli.common import file_arg, positive_int
 
     p.add_argument("config", type=file_arg("run config YAML", (".yaml", ".yml")),
                    help="the run config YAML the shards ran with")
-    p.add_argument("--shards", type=_shard_count, default=None, metavar="N",
+    p.add_argument("--shards", type=positive_int("the number of shards N of --shard K/N"), default=None, metavar="N",
                    help="merge the reports of N shards (--shard K/N) (default: the set of shard reports written "
                         "last; those of another N are named as ignored)")
-
-
-def _shard_count(text: str) -> int:
-    import argparse
-
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: the number of shards N of --shard K/N, an integer >= 1")
-    return n
 
 
 def run(args) -> int:
@@ -69,9 +57,9 @@ def run(args) -> int:
           f"{len(done)} of {len(run_ids)} run(s) done, {summary['runs_failed']} failed"
           + (f"; missing: {describe_missing(missing)}" if missing else ""))
     if summary["ignored_reports"]:
-        log.warning("%s: ignored %s in %s: not reports of the %d shards merged (another split's: delete them, or "
-                    "give --shards N to merge those instead)", args.config, ", ".join(summary["ignored_reports"]),
-                    out_dir, summary["shard_count"])
+        log.warning("%s: ignored %s in %s: not reports of the %d shards merged (another split's, which --shards N "
+                    "merges instead, or not named as a shard's report: delete or move them)", args.config,
+                    ", ".join(summary["ignored_reports"]), out_dir, summary["shard_count"])
     for warning in (summary["split_warning"], summary["settings_warning"]):
         if warning:
             log.warning("%s: %s", args.config, warning)

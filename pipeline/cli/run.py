@@ -7,7 +7,7 @@ Reports (throughput JSON, run_manifest.json, scores) go to output.dir (default <
 
 from __future__ import annotations
 
-from pipeline.cli.common import TRUE, add_nonfinite_arg, add_on_error_arg, d, file_arg
+from pipeline.cli.common import TRUE, add_nonfinite_arg, add_on_error_arg, d, file_arg, positive_int
 from pipeline.config import RunConfig, choices
 
 
@@ -26,21 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ray-address", default=None,
                    help="override ray.address: auto (the Ray cluster this node belongs to) | HOST:PORT | "
                         "ray://HOST:PORT (default: start a local Ray instance)")
-    p.add_argument("--ray-cpus-per-actor", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--ray-cpus-per-actor", type=positive_int("a number of CPUs"), default=None, metavar="N",
                    help="override ray.cpus_per_actor on CPU-only clusters: one actor (one loaded model, N torch "
                         "threads) per N CPUs (default 4)")
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of CPUs >= 1")
-    return value
 
 
 def run(args) -> int:

@@ -24,8 +24,8 @@ def _shape(text: str) -> tuple[int, int, int]:
         parts = tuple(int(p) for p in text.replace("x", ",").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"shape {text!r}: expected Z,Y,X integers, e.g. 184,630,630") from None
-    if len(parts) != 3 or min(parts) < 8:
-        raise argparse.ArgumentTypeError(f"shape {text!r}: expected three sides >= 8, e.g. 184,630,630")
+    if len(parts) != 3:  # the sides themselves: synthetic.check_settings
+        raise argparse.ArgumentTypeError(f"shape {text!r}: expected three sides Z,Y,X, e.g. 184,630,630")
     return parts
 
 

@@ -141,10 +141,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     else:
         # nothing ran: the reports of the job that did the work stay (and nothing is written to the overlay)
         result.report_path, result.manifest_path = report_path(cfg, out_dir), manifest_path(cfg, out_dir)
-        if split is not None and cfg.stages:  # a shard that ran: tomopick report must count it
-            result.wall_seconds = time.perf_counter() - t_start
-            keep_or_write_shard_report(cfg, result, out_dir)
-        else:
+        if split is None or not cfg.stages:  # a shard that ran leaves its report below: tomopick report counts it
             log.info("nothing to run; the earlier reports in %s are kept", out_dir)
 
     for rec in result.failed:
@@ -158,6 +155,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     result.wall_seconds = time.perf_counter() - t_start
     if todo and cfg.stages:
         result.report_path = write_report(cfg, result, out_dir)
+    elif split is not None and cfg.stages:  # after the evaluation, as the report of a shard that ran
+        keep_or_write_shard_report(cfg, result, out_dir)
     log.info("finished %d run(s) in %.1f s (%d failed, %d already done)", len(todo), result.wall_seconds,
              len(result.failed), sum(r.status == SKIPPED_DONE for r in records))
     return result

@@ -213,11 +213,15 @@ def keep_or_write_shard_report(cfg: RunConfig, result: JobResult, out_dir: Path)
         return
     try:
         write_report(cfg, result, out_dir)
-        write_manifest(cfg, result, out_dir)
     except OSError as exc:  # the job's work (none) is done: say what tomopick report will miss
         log.warning("nothing to run, and shard %s could not write its report %s (%s): tomopick report will "
                     "count it as a shard that did not run", cfg.shard, path, exc.strerror or exc)
         return
+    try:
+        write_manifest(cfg, result, out_dir)
+    except OSError as exc:
+        log.warning("shard %s could not write its manifest %s (%s): tomopick report cannot compare its settings "
+                    "with the other shards'", cfg.shard, manifest_path(cfg, out_dir), exc.strerror or exc)
     share = f"its {len(result.records)} run(s) done already" if result.records else "no run in its share"
     log.info("nothing to run; wrote %s (shard %s: %s) for tomopick report", path, cfg.shard, share)
 

@@ -119,12 +119,13 @@ def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str], dict |
 
 
 def split_basis(run_ids: list[str]) -> dict:
-    """What a split into shards was made from: the number of runs selected and a digest of their sorted names.
-    Shards that record different ones split different run lists (the project changed between them), so their
-    shares may overlap and leave runs to no shard."""
+    """What a split into shards was made from: the number of runs selected and a digest of their names in
+    selection order (shards take runs by position). Shards that record different ones split different run lists
+    (the project changed between them, or run_ids were reordered), so their shares may overlap and leave runs
+    to no shard."""
     import hashlib
 
-    digest = hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join(run_ids).encode()).hexdigest()[:16]
     return {"runs_selected": len(run_ids), "run_ids_sha256": digest}
 
 
