@@ -248,6 +248,7 @@ def test_runs_skipped_as_done_with_other_settings_are_named(peaks_projects, capl
     argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-np", "1"]
     caplog.set_level(logging.INFO)
     assert main([*argv, "--threshold", "0.2"]) == 0  # the settings the fixture picked with: nothing to say
+    assert main([*argv, "--threshold", "0.2", "-fs", "5"]) == 0  # watershed's seed filter: peaks ignores it
     assert "with other settings" not in caplog.text
     before = picks_and_scores(chain)
     caplog.clear()

@@ -388,3 +388,28 @@ def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_eve
     assert merged["summary"]["runs_already_done"] == 2 and merged["missing"] == {"shards": [], "runs": {}}
     metrics = json.loads((tmp_path / "again" / "scores" / "metrics.json").read_text())
     assert sorted(metrics["metrics"]) == ["TS_7_0", "TS_7_1"]
+
+
+def test_a_job_without_stages_scores_the_picks_and_a_rescore_updates_the_kept_report(synth_project, tmp_path):
+    """stages: [] with an evaluate block crashed (no segmentation to read labels from); a job with nothing to
+    run that scores again (another beta) left throughput.json with the earlier job's score."""
+    from pipeline.config import config_from_dict
+    from pipeline.run import run_pipeline
+
+    out = tmp_path / "out"
+    doc = run_doc(synth_project, output={"dir": str(out)}, evaluate={})
+    first = run_pipeline(config_from_dict(doc, source="x.yaml"), progress=False)
+    assert [r.status for r in first.records] == ["done", "done"]
+    report_before = json.loads((out / "throughput.json").read_text())
+    assert report_before["evaluation"]["beta"] == 4.0
+
+    only_score = run_pipeline(config_from_dict({**doc, "stages": []}, source="x.yaml"), progress=False)
+    assert only_score.records == [] and only_score.report_path is None  # nothing ran, nothing of its own
+    assert only_score.evaluation.final_fbeta_score == first.evaluation.final_fbeta_score
+
+    again = run_pipeline(config_from_dict({**doc, "evaluate": {"beta": 1}}, source="x.yaml"), progress=False)
+    assert [r.status for r in again.records] == ["skipped-done", "skipped-done"]
+    report = json.loads((out / "throughput.json").read_text())
+    assert report["evaluation"]["beta"] == 1.0
+    assert report["evaluation"]["final_fbeta_score"] == again.evaluation.final_fbeta_score
+    assert report["summary"] == report_before["summary"]  # the work's figures stay

@@ -63,12 +63,13 @@ class WorkerContext:
                 check_voxel_size(first, read_voxel_size(first), cfg.voxel_size)
             except RunError as exc:
                 raise ConfigError(f"{cfg.source}: {exc}") from None
-        else:
-            seg = input_segmentation(cfg)
+        elif (seg := input_segmentation(cfg)) is not None:
             log_labels = overlay_files.read_segmentation_labels(root, seg)
             if log_labels is None:
                 log.info("no segmentation log for %s; label ids from the copick config", seg.uri())
             objects = objects_for_segmentation(cfg, project_objects, log_labels)
+        else:  # no stage (stages: [] with evaluate): the picks there are scored, of the objects asked for
+            objects = objects_for_segmentation(cfg, project_objects, None)
         from pipeline.collector import started
 
         started()  # imports and models are in: later collections skip them (in tomopick's own processes)

@@ -22,6 +22,7 @@ from pipeline.run.reports import (
     report_path,
     segmentation_log_params,
     shard_suffix,
+    update_report_evaluation,
     warn_split_differs,
     write_manifest,
     write_report,
@@ -81,7 +82,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
         _check_ground_truth_exists(cfg, root)
 
     todo, records = [], []
-    for run_id in run_ids:
+    for run_id in run_ids if cfg.stages else []:  # no stage (stages: [] with evaluate): only the scoring
         if not cfg.output.overwrite and run_is_done(cfg, root, run_id, ctx.objects):
             records.append(RunRecord(run_id, status=SKIPPED_DONE))
         else:
@@ -141,15 +142,21 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     else:
         # nothing ran: the reports of the job that did the work stay (and nothing is written to the overlay)
         result.report_path, result.manifest_path = report_path(cfg, out_dir), manifest_path(cfg, out_dir)
-        if split is None or not cfg.stages:  # a shard that ran leaves its report below: tomopick report counts it
+        if not cfg.stages:  # the reports there are another job's: not this one's to name
+            result.report_path = result.manifest_path = None
+            log.info("no stage to run: scoring the picks %s/%s of %d run(s)", cfg.localize.pick_user_id,
+                     cfg.localize.pick_session_id, len(run_ids))
+        elif split is None:  # a shard that ran leaves its report below: tomopick report counts it
             log.info("nothing to run; the earlier reports in %s are kept", out_dir)
 
     for rec in result.failed:
         log.warning("run %s was skipped after an error: %s", rec.run_id, rec.error)
     if cfg.evaluate is not None:
-        evaluated = [r.run_id for r in records if r.status in ("done", SKIPPED_DONE)]
+        evaluated = [r.run_id for r in records if r.status in ("done", SKIPPED_DONE)] if cfg.stages else run_ids
         if evaluated:
             result.evaluation, result.evaluation_table, _ = evaluate_runs(cfg, root, ctx.objects, evaluated, out_dir)
+            if not todo and split is None and cfg.stages:  # the kept report must not show the earlier scores
+                update_report_evaluation(result.report_path, result.evaluation)
         elif run_ids:  # a shard with no run (an array rounded up) has said so: not a warning
             log.warning("no run has picks to evaluate")
     result.wall_seconds = time.perf_counter() - t_start

@@ -151,12 +151,30 @@ def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
     if result.split is not None:
         doc["split"] = result.split
     if result.evaluation is not None:
-        doc["evaluation"] = {"metric": result.evaluation.metric,
-                             "final_fbeta_score": result.evaluation.final_fbeta_score}
+        doc["evaluation"] = evaluation_summary(result.evaluation)
     return atomic.write_json(report_path(cfg, out_dir), doc)
 
 
 SHARD_REPORT_STEM = re.compile(r"-shard(\d+)of(\d+)$")  # throughput-shard{K}of{N}: see shard_suffix
+
+
+def evaluation_summary(evaluation) -> dict:
+    """The report's ``evaluation``: the final score with the rule, beta and distance threshold it was taken with."""
+    return {"metric": evaluation.metric, "beta": evaluation.beta,
+            "distance_threshold_scale": evaluation.distance_threshold_scale,
+            "final_fbeta_score": evaluation.final_fbeta_score, "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def update_report_evaluation(path: Path, evaluation) -> None:
+    """A job with nothing to run keeps the report of the job that did the work, but scores again (perhaps by
+    another rule or beta): the kept report's ``evaluation`` is the new one, so it agrees with scores/."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return  # no earlier report (a new output.dir): scores/ alone says it
+    if isinstance(doc, dict):
+        doc["evaluation"] = evaluation_summary(evaluation)
+        atomic.write_json(path, doc)
 
 
 def find_shard_reports(cfg: RunConfig, out_dir: Path) -> list[Path]:

@@ -304,8 +304,12 @@ def localize_settings(cfg: RunConfig) -> dict | None:
     if not cfg.has("localize"):
         return None
     loc = cfg.localize
-    out = {"method": loc.method, "filter_size": loc.filter_size, "radius_min_scale": loc.radius_min_scale,
-           "radius_max_scale": loc.radius_max_scale, "label": loc.label}
+    # only what the method reads: a setting it ignores changes no pick, so it is no reason to say anything
+    out = {"method": loc.method, "radius_min_scale": loc.radius_min_scale, "label": loc.label}
+    if loc.method in ("watershed", "com"):
+        out["radius_max_scale"] = loc.radius_max_scale
+    if loc.method == "watershed":
+        out["filter_size"] = loc.filter_size
     if loc.method == "peaks":
         out.update(thresholds=dict(loc.thresholds), smoothing=dict(loc.smoothing), peak_window=dict(loc.peak_window))
     return out
