@@ -331,12 +331,13 @@ def test_shards_that_ran_with_other_picking_settings_are_named(cfg, tmp_path):
     path, summary = merge_shard_reports(cfg, out)
     assert json.loads(path.read_text())["settings_differ"] == {
         "localize.method": {"0/2": "peaks", "1/2": "watershed"}, "segment.ntta": {"0/2": 1, "1/2": 2},
-        # peaks' own settings, which watershed has not
+        # each method's own settings, which the other does not read
         **{f"localize.{key}": {"0/2": {"default": value}, "1/2": None}
-           for key, value in (("peak_window", 1.0), ("smoothing", 0.25), ("thresholds", 0.25))}}
+           for key, value in (("peak_window", 1.0), ("smoothing", 0.25), ("thresholds", 0.25))},
+        "localize.filter_size": {"0/2": None, "1/2": 10}, "localize.radius_max_scale": {"0/2": None, "1/2": 1.0}}
     assert summary["settings_warning"].startswith(
         'shards 0/2 and 1/2 ran with settings that change the picks, so their scores are not of one job: '
-        'localize.method (0/2: "peaks", 1/2: "watershed"); localize.peak_window (0/2: {"default": 1.0}, 1/2: null)')
+        'localize.filter_size (0/2: null, 1/2: 10); localize.method (0/2: "peaks", 1/2: "watershed"); ')
     assert 'segment.ntta (0/2: 1, 1/2: 2) (from their run_manifest-shardKofN.json)' in summary["settings_warning"]
     _manifest(out, 1, 2, segment={"ntta": 1, "window_batch": 8}, localize={"method": "peaks"})
     assert merge_shard_reports(cfg, out)[1]["settings_warning"] is None

@@ -172,8 +172,13 @@ def update_report_evaluation(path: Path, evaluation) -> None:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return  # no earlier report (a new output.dir): scores/ alone says it
-    if isinstance(doc, dict):
-        doc["evaluation"] = evaluation_summary(evaluation)
+    if not isinstance(doc, dict):
+        return
+    new = evaluation_summary(evaluation)
+    old = doc.get("evaluation") if isinstance(doc.get("evaluation"), dict) else {}
+    # the same scores again: the file stays as it is (a resume writes nothing)
+    if {k: v for k, v in old.items() if k != "evaluated"} != {k: v for k, v in new.items() if k != "evaluated"}:
+        doc["evaluation"] = new
         atomic.write_json(path, doc)
 
 
