@@ -686,7 +686,9 @@ def test_a_stale_claim_is_taken_over(holder, synth_project, tmp_path, caplog):
         claim = _claim(synth_project, "TS_7_1", "other-node", 4242, age=3600)
     assert run_yaml(tmp_path, synth_project, run_ids=["TS_7_1"]) == 0
     (line,) = warning_lines(caplog)
-    assert line.startswith("run TS_7_1: taking over the stale claim of")
+    who = f"{socket.gethostname()}:" if holder == "dead-pid-here" else "other-node:4242 (since"
+    assert line.startswith(f"run TS_7_1: taking over the stale claim of {who}"), line
+    assert "that driver stopped without finishing it" in line and "{" not in line  # words, not a dict
     assert done_marker(synth_project, "TS_7_1").is_file() and not claim.exists()
 
 

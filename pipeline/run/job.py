@@ -147,7 +147,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
             log.info("no stage to run: scoring the picks %s/%s of %d run(s)", cfg.localize.pick_user_id,
                      cfg.localize.pick_session_id, len(run_ids))
         elif split is None:  # a shard that ran leaves its report below: tomopick report counts it
-            log.info("nothing to run; the earlier reports in %s are kept", out_dir)
+            kept = report_path(cfg, out_dir).is_file()
+            log.info("nothing to run%s", f"; the earlier reports in {out_dir} are kept" if kept else
+                     " (every run is done already; the reports of the job that did them are in its output.dir)")
 
     for rec in result.failed:
         log.warning("run %s was skipped after an error: %s", rec.run_id, rec.error)

@@ -471,7 +471,10 @@ class Claims:
                 return None
             if not self._stale(path, holder):
                 return f"{holder.get('host')}:{holder.get('pid')}" if holder else "a driver starting up"
-            log.warning("run %s: taking over the stale claim of %s", run_id, holder)
+            who = (f"{holder.get('host')}:{holder.get('pid')} (since {holder.get('since', '?')})" if holder
+                   else "an unreadable claim file")
+            log.warning("run %s: taking over the stale claim of %s: that driver stopped without finishing it (a "
+                        "kill, a crash); the run is done again", run_id, who)
             path.unlink(missing_ok=True)
         return "another driver"
 
