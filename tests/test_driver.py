@@ -309,6 +309,7 @@ def test_an_interrupted_job_reports_the_runs_it_finished(synth_project, tmp_path
     report = json.loads((tmp_path / "out" / "throughput.json").read_text())
     assert [(r["run_id"], r["status"]) for r in report["runs"]] == [("TS_7_0", "done")]
     assert report["summary"]["runs_done"] == 1
+    assert report["stopped"] == {"by": "interrupted (Ctrl-C)", "runs_not_done": ["TS_7_1"]}  # not a 1-run job
 
 
 def test_the_loop_reports_a_run_while_it_waits_for_the_next(synth_project, tmp_path):

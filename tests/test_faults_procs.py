@@ -134,6 +134,8 @@ def test_a_signal_finishes_or_rolls_back_the_runs_in_flight_and_writes_the_repor
     assert claims_left(config) == []
     report = json.loads((overlay(config) / "tomopick" / "throughput.json").read_text())
     assert [(r["run_id"], r["status"]) for r in report["runs"]] == [("TS_7_0", "done")]
+    by = {"SIGTERM": "stopped by signal 15", "SIGUSR1": "stopped by signal 10", "SIGINT": "interrupted (Ctrl-C)"}
+    assert report["stopped"] == {"by": by[case], "runs_not_done": ["TS_7_1", "TS_7_2"]}
 
 
 def test_a_resume_after_sigterm_gives_the_same_picks(stopped, trio, tmp_path, caplog):

@@ -130,8 +130,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
 
         try:
             records += executor.run(todo, on_record=on_record)
-        except BaseException:
+        except BaseException as exc:
             records += finished.values()  # interrupted or stopped: the runs that finished are reported
+            result.stopped = {"by": stop_reason(exc), "runs_not_done": [r for r in todo if r not in finished]}
             raise
         finally:  # also on Ctrl-C / SIGTERM: what was done is reported
             if bar is not None:
@@ -169,6 +170,19 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, workers: list[str] | Non
     log.info("finished %d run(s) in %.1f s (%d failed, %d already done)", len(todo), result.wall_seconds,
              len(result.failed), sum(r.status == SKIPPED_DONE for r in records))
     return result
+
+
+def stop_reason(exc: BaseException) -> str:
+    """What stopped a job, in the words of its report (``stopped.by``)."""
+    from pipeline.errors import RunFailed, Terminated
+
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(exc, Terminated):
+        return str(exc)  # "stopped by signal 15"
+    if isinstance(exc, RunFailed):
+        return f"a run failed with output.on_error: raise ({exc})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def check_writable(*folders: Path) -> None:

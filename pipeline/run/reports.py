@@ -56,6 +56,7 @@ class JobResult:
     evaluation_table: str | None = None
     skipped_missing: dict = field(default_factory=dict)  # run -> why it had no input
     split: dict | None = None  # a shard: what the split was made from (select.split_basis)
+    stopped: dict | None = None  # a job stopped before its runs were done: by what, and the runs not done
 
     @property
     def failed(self) -> list:
@@ -150,6 +151,8 @@ def write_report(cfg: RunConfig, result: JobResult, out_dir: Path) -> Path:
     }
     if result.split is not None:
         doc["split"] = result.split
+    if result.stopped is not None:  # not a complete job: a rerun without --overwrite does the runs not done
+        doc["stopped"] = result.stopped
     if result.evaluation is not None:
         doc["evaluation"] = evaluation_summary(result.evaluation)
     return atomic.write_json(report_path(cfg, out_dir), doc)
