@@ -268,6 +268,10 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     if cfg.shard:
         parse_shard(cfg.shard, source)
     _check_executor(cfg, source)
+    if not source.startswith("tomopick"):  # a run config's own keys (the commands refuse such flags themselves)
+        from pipeline.config_checks import warn_ignored_settings
+
+        warn_ignored_settings(data, cfg, source)
     # asking for a GPU on a machine without one fails now, not after the project is opened
     from pipeline.device import resolve_device
 

@@ -210,3 +210,26 @@ def read_tuned_block(path: Path, where: str) -> dict:
     return tuned
 
 
+# run-config keys that one localize method, or one segment mode, reads; the others ignore them
+METHOD_SETTINGS = {"filter_size": ("watershed",), "radius_max_scale": ("watershed", "com"),
+                   "thresholds": ("peaks",), "smoothing": ("peaks",), "peak_window": ("peaks",)}
+MODE_SETTINGS = {"overlap": "compat", "window_scale": "fast", "margin": "fast", "border_scale": "fast",
+                 "blend": "fast", "sigma_scale": "fast"}
+
+
+def warn_ignored_settings(data: dict, cfg: RunConfig, source: str) -> None:
+    """One warning for keys written in a run config that its method or mode does not read (the CLI refuses its
+    peaks flags with another method; a YAML key would otherwise be ignored without a word)."""
+    import logging
+
+    loc = data.get("localize") if isinstance(data.get("localize"), dict) else {}
+    seg = data.get("segment") if isinstance(data.get("segment"), dict) else {}
+    ignored = [f"localize.{k} (read by {' and '.join(METHOD_SETTINGS[k])})" for k in loc
+               if k in METHOD_SETTINGS and cfg.localize.method not in METHOD_SETTINGS[k]]
+    ignored += [f"segment.{k} (read in mode {MODE_SETTINGS[k]})" for k in seg
+                if k in MODE_SETTINGS and cfg.segment.mode != MODE_SETTINGS[k]]
+    if ignored:
+        logging.getLogger("tomopick.config").warning(
+            "%s: %s %s no effect with localize.method %s and segment.mode %s; leave %s out, or change the method "
+            "/ mode", source, ", ".join(ignored), "has" if len(ignored) == 1 else "have", cfg.localize.method,
+            cfg.segment.mode, "it" if len(ignored) == 1 else "them")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline.config import RunConfig, load_config
+from pipeline.config import RunConfig, config_from_dict, load_config
 from pipeline.errors import ConfigError
 
 
@@ -178,3 +178,24 @@ def test_run_flags_lay_executor_over_the_config(files, monkeypatch):
     run_all.main([path, "--executor", "ray", "--ray-address", "auto"])
     run_all.main([path])
     assert forwarded == [["run", path, "--executor", "ray", "--ray-address", "auto"], ["run", path]]
+
+
+def test_run_config_keys_that_the_method_or_mode_ignores_are_named(tmp_path, caplog):
+    import logging
+
+    from tests.faultlib import run_doc
+
+    doc = run_doc(tmp_path / "config.json", segment={"overlap": 0.25}, localize={"method": "watershed",
+                                                                                 "thresholds": {"default": 0.3}})
+    caplog.set_level(logging.WARNING)
+    config_from_dict(doc, source="my.yaml", check_files=False)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("my.yaml: localize.thresholds (read by peaks), segment.overlap (read in mode compat) have "
+                           "no effect with localize.method watershed and segment.mode fast"), line
+    caplog.clear()
+    doc = run_doc(tmp_path / "config.json", segment={"mode": "compat", "overlap": 0.25},
+                  localize={"method": "peaks", "thresholds": {"default": 0.3}})
+    config_from_dict(doc, source="my.yaml", check_files=False)  # each read by its method / mode
+    config_from_dict(run_doc(tmp_path / "config.json", localize={"method": "peaks", "filter_size": 5}),
+                     source="tomopick localize", check_files=False)  # a command's flags: its own checks
+    assert not caplog.records
