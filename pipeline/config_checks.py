@@ -210,7 +210,8 @@ def read_tuned_block(path: Path, where: str) -> dict:
     return tuned
 
 
-# run-config keys that one localize method, or one segment mode, reads; the others ignore them
+# run-config keys that one localize method, or one segment mode, reads; the others ignore them (also what
+# a done marker records of the localize settings: select.localize_settings)
 METHOD_SETTINGS = {"filter_size": ("watershed",), "radius_max_scale": ("watershed", "com"),
                    "thresholds": ("peaks",), "smoothing": ("peaks",), "peak_window": ("peaks",)}
 MODE_SETTINGS = {"overlap": "compat", "window_scale": "fast", "margin": "fast", "border_scale": "fast",

@@ -303,15 +303,15 @@ def localize_settings(cfg: RunConfig) -> dict | None:
     job with other settings can say that the runs it skips were picked otherwise."""
     if not cfg.has("localize"):
         return None
+    from pipeline.config_checks import METHOD_SETTINGS
+
     loc = cfg.localize
     # only what the method reads: a setting it ignores changes no pick, so it is no reason to say anything
     out = {"method": loc.method, "radius_min_scale": loc.radius_min_scale, "label": loc.label}
-    if loc.method in ("watershed", "com"):
-        out["radius_max_scale"] = loc.radius_max_scale
-    if loc.method == "watershed":
-        out["filter_size"] = loc.filter_size
-    if loc.method == "peaks":
-        out.update(thresholds=dict(loc.thresholds), smoothing=dict(loc.smoothing), peak_window=dict(loc.peak_window))
+    for key, methods in METHOD_SETTINGS.items():
+        if loc.method in methods:
+            value = getattr(loc, key)
+            out[key] = dict(value) if isinstance(value, dict) else value
     return out
 
 
