@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluate import EvaluationResult
+from pipeline.evaluate import SUMMARY_KEYS, EvaluationResult
 
 AVERAGE_METRICS_FILE = "average_metrics.yaml"
 METRICS_FILE = "metrics.json"
@@ -116,6 +116,10 @@ def format_table(result: EvaluationResult) -> str:
         p, r, f = scores[o.name]
         fb = result.summary[o.name]["fbeta_score"]
         per_run = "n/a" if math.isnan(fb["mean"]) else f"{fb['mean']:.3f} +- {fb['std']:.3f}"
+        # octopi's mean leaves out runs where one side (picks or ground truth) is empty: say how many it took
+        n_in = sum(1 for r in result.per_run if all(k in result.per_run[r].get(o.name, {}) for k in SUMMARY_KEYS))
+        if 0 < n_in < len(result.per_run):
+            per_run = f"{per_run} ({n_in} of {len(result.per_run)} runs)"
         lines.append(
             f"{o.name:<{width}}  {o.weight:>6g}  {c.tp:>6d}  {c.fp:>6d}  {c.fn:>6d}  {p:>9.3f}  {r:>6.3f}  "
             f"{f:>6.3f}  {per_run:>28}"

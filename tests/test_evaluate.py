@@ -324,3 +324,11 @@ def test_format_table_lists_every_object_and_the_final_score():
         row = next(line for line in table.splitlines() if line.startswith(o.name))
         assert row.split()[1:5] == [f"{o.weight:g}", str(c.tp), str(c.fp), str(c.fn)]
     assert table.splitlines()[-1].endswith(f"{result.final_fbeta_score:.4f}")
+
+
+def test_format_table_says_when_the_per_run_mean_leaves_runs_out():
+    # TS_2 has no apo picks: octopi's per-run mean takes only TS_1 there, and the table must say so
+    result = _small_result()
+    rows = {line.split()[0]: line for line in format_table(result).splitlines()[2:] if line.split()}
+    assert rows["apo"].endswith("(1 of 2 runs)")
+    assert "of 2 runs" not in rows["ribo"]

@@ -25,10 +25,11 @@ BORDER_FRACTION = 0.005  # octopi: drop picks closer than 0.5% of that axis' len
 class Picks:
     """Particle centres of one object in one run, in (z, y, x) voxels, and one score per pick.
 
-    ``scores``: voxels in the watershed region(s) (or connected component(s), for ``com``) that made the
-    pick, divided by the voxels of a sphere of the object's radius, ``4/3 pi (radius / voxel_size)^3``.
-    About 1 for a whole particle segmented at its true size; well below 1 for a fragment. A pick merged from
-    several regions (within ``r_min`` of each other) sums their sizes.
+    ``scores``: for ``watershed`` / ``com``, voxels in the region(s) (or connected component(s), for
+    ``com``) that made the pick, divided by the voxels of a sphere of the object's radius,
+    ``4/3 pi (radius / voxel_size)^3``: a size ratio, not a confidence, and well below 1 in practice because
+    segmentations cover less than the whole particle (a pick merged from several regions within ``r_min``
+    sums their sizes). For ``peaks``, the peak's smoothed class probability (0-1).
     """
 
     centers_zyx_vox: np.ndarray = field(default_factory=lambda: np.empty((0, 3), np.float64))
