@@ -310,6 +310,8 @@ def test_a_shard_warns_at_its_start_when_the_other_shards_split_another_run_list
     before, now = ["TS_0", "TS_1", "TS_2"], ["TS_0", "TS_1", "TS_1a", "TS_2"]
     _shard_report(out, 0, 2, [_record("TS_0", 1.0)], 10.0, split_of=before)
     _shard_report(out, 1, 3, [_record("TS_1", 1.0)], 10.0, split_of=before)  # another split: not this one's
+    (out / "throughput-shard2of2.json").write_text("{not json")  # unreadable: left to tomopick report to name
+    (out / "throughput-shard3of2.json").write_text('{"split": {"runs_selected": 9}}')  # no summary/runs
     shard = config_from_dict(run_doc("config.json", shard="1/2"), source="x.yaml", check_files=False)
     caplog.set_level(logging.WARNING)
     warn_split_differs(shard, {"shard": "1/2", **split_basis(before)}, out)

@@ -185,12 +185,18 @@ def update_report_evaluation(path: Path, evaluation) -> None:
         atomic.write_json(path, doc)
 
 
+def shard_report_paths(cfg: RunConfig, out_dir: Path) -> list[Path]:
+    """The shards' ``throughput-shard*of*.json`` in ``out_dir`` (any N), sorted; possibly none."""
+    base = Path(cfg.output.report)
+    return sorted(out_dir.glob(f"{base.stem}-shard*of*{base.suffix}"))
+
+
 def find_shard_reports(cfg: RunConfig, out_dir: Path) -> list[Path]:
     """The shards' ``throughput-shard*of*.json`` in ``out_dir``; none is an error that says what to run."""
     from pipeline.errors import RunError
 
     base = Path(cfg.output.report)
-    parts = sorted(out_dir.glob(f"{base.stem}-shard*of*{base.suffix}"))
+    parts = shard_report_paths(cfg, out_dir)
     if not parts:
         raise RunError(f"no shard reports {base.stem}-shardKofN{base.suffix} in {out_dir}; run the shards first "
                        "(run_all.py CONFIG --shard K/N)")
@@ -267,18 +273,19 @@ def _accounts_for(path: Path, result: JobResult) -> bool:
 def warn_split_differs(cfg: RunConfig, split: dict, out_dir: Path) -> None:
     """At a shard's start: one warning when the other shards of its split that have reported in ``out_dir``
     split another run list (a run imported or removed since they ran), so the shares no longer add up."""
+    from pipeline.errors import RunError
+
     k, n = cfg.shard_index()
-    base = Path(cfg.output.report)
     mine = (split["runs_selected"], split["run_ids_sha256"])
     others = {}
-    for part in sorted(out_dir.glob(f"{base.stem}-shard*of{n}{base.suffix}")):
+    for part in shard_report_paths(cfg, out_dir):
         match = SHARD_REPORT_STEM.search(part.stem)
         if not match or int(match[2]) != n or int(match[1]) == k:
             continue
         try:
-            theirs = json.loads(part.read_text()).get("split")
-        except (OSError, ValueError, AttributeError):
-            continue  # tomopick report names a bad report
+            theirs = read_shard_report(part)[0].get("split")
+        except (OSError, RunError):
+            continue  # unreadable here is not this shard's business: tomopick report names it
         if isinstance(theirs, dict) and (theirs.get("runs_selected"), theirs.get("run_ids_sha256")) != mine:
             others[f"{match[1]}/{n}"] = theirs.get("runs_selected")
     if others:
