@@ -140,3 +140,40 @@ def test_gpu_backend_without_cupy_fails_with_reason():
         pass
     with pytest.raises(DeviceError, match="CuPy"):
         localize(np.zeros((4, 4, 4), np.uint8), OBJECTS, VOXEL_SIZE, backend="gpu")
+
+
+class FakeCupyArray:
+    """Stands in for a ``cupy.ndarray`` where the CPU backends meet one: CuPy refuses implicit conversion
+    (``cupy/_core/core.pyx``: ``__array__`` raises TypeError) and is copied back with ``.get()`` only."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, array):
+        self._array = np.asarray(array)
+        self.shape, self.ndim, self.dtype = self._array.shape, self._array.ndim, self._array.dtype
+
+    def get(self):
+        return self._array.copy()
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a "
+                        "NumPy array explicitly.")
+
+
+@pytest.mark.parametrize("method", ["watershed", "peaks"])
+def test_cupy_input_on_the_cpu_backend_is_copied_back_explicitly(method):
+    """A CuPy label map or CuPy probabilities with backend cpu: the same picks as the numpy array, not
+    CuPy's TypeError from np.asarray."""
+    from tests.localize_sim.volumes import spheres
+    from tests.test_localize_peaks import probabilities_of
+
+    rng = np.random.default_rng(12)
+    label_map = spheres((30, 32, 34), rng, n=10)
+    volume = label_map if method == "watershed" else probabilities_of(label_map, rng)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(FakeCupyArray(volume))  # the stand-in refuses as CuPy does
+    want = localize(volume, OBJECTS, VOXEL_SIZE, method=method, backend="cpu")
+    got = localize(FakeCupyArray(volume), OBJECTS, VOXEL_SIZE, method=method, backend="cpu")
+    assert sum(len(p) for p in want.values()) > 0
+    for name in want:
+        np.testing.assert_array_equal(got[name].centers_zyx_vox, want[name].centers_zyx_vox)

@@ -49,13 +49,19 @@ def choose_backend(volume, backend: str = "auto") -> tuple[str, str]:
     return "cpu", "auto: the volume is in host memory"
 
 
-def _to_host_uint8(label_map) -> np.ndarray:
-    module = type(label_map).__module__ or ""
+def _to_host(volume) -> np.ndarray:
+    """A torch tensor (any device), CuPy array or array-like as a numpy array: CuPy refuses ``np.asarray``
+    (its ``__array__`` raises TypeError), so a device array is copied back explicitly."""
+    module = type(volume).__module__ or ""
     if module.startswith("torch"):
-        label_map = label_map.detach().cpu().numpy()
-    elif module.startswith("cupy"):
-        label_map = label_map.get()
-    array = np.asarray(label_map)
+        return volume.detach().cpu().numpy()
+    if module.startswith("cupy"):
+        return volume.get()
+    return np.asarray(volume)
+
+
+def _to_host_uint8(label_map) -> np.ndarray:
+    array = _to_host(label_map)
     if array.ndim != 3:
         raise RunError(f"localize: expected a 3-D (z, y, x) label map, got shape {array.shape}")
     if array.dtype == np.uint8:
@@ -152,7 +158,7 @@ def localize(volume, objects, voxel_size: float, settings=None, *, backend: str 
     elif method.needs == LABELS:
         volume = _to_host_uint8(volume)
     elif method.needs == PROBABILITIES and not isinstance(volume, np.ndarray):
-        volume = volume.detach().cpu().numpy() if hasattr(volume, "detach") else np.asarray(volume)
+        volume = _to_host(volume)  # a CuPy array too: np.asarray refuses it
     shape = tuple(int(s) for s in volume.shape[-3:])
     found = _backend_module(chosen).candidates_all(volume, tasks, method, settings, ops=ops, progress=progress)
     picks = {t.name: finalize(found[t.name].centers_zyx_vox, found[t.name].sizes, shape, t.window, method.score)
