@@ -416,3 +416,22 @@ def test_a_job_without_stages_scores_the_picks_and_a_rescore_updates_the_kept_re
     assert report["evaluation"]["beta"] == 1.0
     assert report["evaluation"]["final_fbeta_score"] == again.evaluation.final_fbeta_score
     assert report["summary"] == report_before["summary"]  # the work's figures stay
+
+
+def test_manifest_versions_name_the_cuda13_gpu_packages(monkeypatch):
+    """The GPU image carries CuPy and cuCIM for CUDA 13 (cupy-cuda13x, cucim-cu13) and numba-cuda: the manifest
+    records them, not only the CUDA 12 names."""
+    from importlib import metadata
+
+    from pipeline.run import reports
+
+    installed = {"torch": "2.11.0", "numba": "0.62.1", "numba-cuda": "0.30.4", "cupy-cuda13x": "14.2.0",
+                 "cucim-cu13": "26.10.0"}
+
+    def version(name):
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    assert reports.package_versions() == {"python": reports.platform.python_version(), **installed}

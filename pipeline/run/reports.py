@@ -502,8 +502,10 @@ def package_versions() -> dict:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for name in ("tomopick", "torch", "monai", "copick", "numpy", "scipy", "numba", "zarr", "cupy-cuda12x",
-                 "cucim-cu12", "scikit-image"):
+    # CuPy and cuCIM are distributed per CUDA major version (cupy-cuda12x / cupy-cuda13x, cucim-cu12 / cucim-cu13),
+    # numba's CUDA target as numba-cuda: whichever of them is installed is recorded
+    for name in ("tomopick", "torch", "monai", "copick", "numpy", "scipy", "numba", "numba-cuda", "zarr",
+                 "cupy-cuda12x", "cupy-cuda13x", "cupy", "cucim-cu12", "cucim-cu13", "scikit-image"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
