@@ -241,17 +241,22 @@ def _cudagraphs_runner(net, device, precision, channels_last) -> Runner:
     graphs: dict[tuple, tuple] = {}
 
     def capture(shape):
-        static_in = torch.zeros(shape, device=device)
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                with autocast(precision, device):
-                    net(static_in)
-        torch.cuda.current_stream(device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), autocast(precision, device):
-            static_out = net(static_in)
+        # on the network's device, capturing on our side stream: torch.cuda.graph() otherwise synchronizes the
+        # current device and captures on a stream it made (once per process) there, so on cuda:1 with cuda:0
+        # current the kernels run eagerly on cuda:1, the graph stays empty (torch only warns) and every replay
+        # returns the capture's output
+        with torch.cuda.device(device):
+            static_in = torch.zeros(shape, device=device)
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    with autocast(precision, device):
+                        net(static_in)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream), autocast(precision, device):
+                static_out = net(static_in)
         return graph, static_in, static_out
 
     def run(x):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -81,3 +82,51 @@ def test_runner_leaves_the_callers_network_alone():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert next(net.parameters()).is_contiguous()
     assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
+
+
+def test_cudagraphs_captures_on_the_networks_device_not_the_current_one(monkeypatch):
+    """torch.cuda.graph() without ``stream=`` captures on a stream of the *current* device (made once per process,
+    torch/cuda/graphs.py) and synchronizes that device; a network on cuda:1 while cuda:0 is current then runs
+    eagerly outside the capture, the graph is empty and replays return stale outputs. Modelled here without a
+    GPU: each capture must happen on a stream of the network's device, with that device current."""
+    current = {"index": 0}
+    captures = []
+
+    class Stream:
+        def __init__(self, device=None):
+            self.device = torch.device(device) if device is not None else torch.device("cuda", current["index"])
+
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            pass
+
+    @contextlib.contextmanager
+    def device_ctx(dev):
+        saved, current["index"] = current["index"], torch.device(dev).index
+        try:
+            yield
+        finally:
+            current["index"] = saved
+
+    @contextlib.contextmanager
+    def graph_ctx(cuda_graph, pool=None, stream=None, **kw):
+        capture_stream = stream if stream is not None else Stream()  # torch: a stream of the current device
+        captures.append((capture_stream.device, current["index"]))
+        yield
+
+    real_zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda shape, device=None, **kw: real_zeros(shape, **kw))
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream(device))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "device", device_ctx)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", graph_ctx)
+    run = runtimes._BUILDERS["cudagraphs"](lambda x: 2 * x, torch.device("cuda:1"), "fp32", False)
+    run(torch.ones((1, 1, 4, 4, 4)))
+    run(torch.ones((1, 1, 4, 4, 4)))  # the same shape: replayed, not captured again
+    assert captures == [(torch.device("cuda:1"), 1)]
+    assert current["index"] == 0  # the caller's current device is left as it was

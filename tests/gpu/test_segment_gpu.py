@@ -117,3 +117,21 @@ def test_cpu_runtime_on_cuda_is_refused():
 
     with pytest.raises(DeviceError, match="needs a CPU"):
         runtimes.check_runtime("openvino", torch.device("cuda"))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cudagraphs_on_the_second_gpu_replays_new_inputs():
+    """A cudagraphs runner on cuda:1 while cuda:0 is current: each replay computes its own input's logits (an
+    empty capture on the wrong device would return the first input's output every time)."""
+    from pipeline import runtimes
+
+    dev = torch.device("cuda:1")
+    net = tiny_ensemble(seed=3).models[0].to(dev)
+    assert torch.cuda.current_device() == 0
+    x = torch.randn((2, 1, 16, 16, 16), generator=torch.Generator().manual_seed(5)).to(dev)
+    with torch.inference_mode():
+        run = runtimes.runner(net, dev, "cudagraphs", "fp32")
+        for scale in (1.0, -2.0, 3.0):
+            want = runtimes.runner(net, dev, "torch", "fp32")(x * scale)
+            torch.testing.assert_close(run(x * scale), want, rtol=1e-3, atol=1e-3)
+    assert torch.cuda.current_device() == 0
