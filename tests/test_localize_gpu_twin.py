@@ -101,3 +101,22 @@ def test_gpu_twin_takes_host_torch_tensors_and_refuses_float_maps():
         np.testing.assert_array_equal(got[name].centers_zyx_vox, want[name].centers_zyx_vox)
     with pytest.raises(RunError, match="not an integer label map"):
         gpu_twin(label_map.astype(np.float32))
+
+
+def test_gpu_twin_refuses_label_ids_outside_uint8_as_the_cpu_backend():
+    """An int16 map with id 300 (or -1) is refused by both backends; the GPU path's uint8 cast must not wrap it
+    to 44 (or 255) and localize a class nobody asked for."""
+    from pipeline.errors import RunError
+
+    label_map = random_case(901)[0].astype(np.int16)
+    for bad in (300, -1):
+        label_map[0, 0, 0] = bad
+        with pytest.raises(RunError, match="0..255"):
+            localize(label_map, OBJECTS, VOXEL_SIZE, backend="cpu")
+        with pytest.raises(RunError, match="0..255"):
+            gpu_twin(label_map)
+    label_map[0, 0, 0] = 0
+    want = gpu_twin(label_map.astype(np.uint8))
+    got = gpu_twin(label_map)  # a wider integer map inside 0..255 is taken as it is
+    for name in want:
+        np.testing.assert_array_equal(got[name].centers_zyx_vox, want[name].centers_zyx_vox)

@@ -120,6 +120,10 @@ def as_device_array(label_map, ops: DeviceOps):
         raise RunError(f"localize (gpu): label map of dtype {array.dtype} is not an integer label map; expected "
                        "uint8 class ids (0 = background), e.g. a segmentation from 'tomopick segment'")
     if array.dtype != xp.uint8:
+        if array.size:  # as the cpu backend: ids outside 0..255 are refused, not wrapped by the cast
+            lo, hi = (int(v) for v in ops.to_host(xp.stack([array.min(), array.max()])))  # host sync: two ints
+            if lo < 0 or hi > 255:
+                raise RunError(f"localize (gpu): label map values span {lo}..{hi}; class ids must be 0..255 (uint8)")
         array = array.astype(xp.uint8)
     return array
 
