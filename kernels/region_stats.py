@@ -12,6 +12,7 @@ import numpy as np
 from numba import cuda, njit
 
 from kernels._index import unravel
+from kernels._launch import configure
 
 
 @njit(cache=True, nogil=True)
@@ -71,6 +72,6 @@ def region_stats_cuda(labels, n_regions: int, xp, stream=0, threads=256):
         return out
     _, ny, nx = (int(s) for s in labels.shape)
     blocks = (n + threads - 1) // threads
-    launch = _stats_cuda[blocks, threads, stream] if stream else _stats_cuda[blocks, threads]
+    launch = configure(_stats_cuda, blocks, threads, stream)
     launch(flat, index, ny, nx, int(n_regions), out)
     return out

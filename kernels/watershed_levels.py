@@ -26,6 +26,7 @@ import numpy as np
 from numba import cuda, njit
 
 from kernels._index import unravel
+from kernels._launch import configure
 
 UNSET = np.int32(2**31 - 1)  # stamp of a voxel not labelled yet
 
@@ -186,7 +187,7 @@ def flood_levels_cuda(key, markers, mask, xp, levels=None, stream=0, threads=256
     changed = xp.zeros(1, xp.int32)
     blocks = (n_fg + threads - 1) // threads
     nz, ny, nx = (int(s) for s in shape)
-    launch = _sweep_cuda[blocks, threads, stream] if stream else _sweep_cuda[blocks, threads]
+    launch = configure(_sweep_cuda, blocks, threads, stream)
     t = 1
     next_age = 1
     for level in levels_host:
@@ -204,5 +205,5 @@ def flood_levels_cuda(key, markers, mask, xp, levels=None, stream=0, threads=256
         if n_fg == 0:
             break
         blocks = (n_fg + threads - 1) // threads
-        launch = _sweep_cuda[blocks, threads, stream] if stream else _sweep_cuda[blocks, threads]
+        launch = configure(_sweep_cuda, blocks, threads, stream)
     return label.reshape(shape)
