@@ -71,3 +71,49 @@ def test_label_map_on_the_second_gpu(as_cupy):
     assert cupy.cuda.runtime.getDevice() == 0  # the caller's current device is left as it was
     for name in want:  # the same algorithm on another GPU: the same picks
         np.testing.assert_allclose(got[name].centers_zyx_vox, want[name].centers_zyx_vox, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cuda_kernels_on_cupy_arrays_equal_their_cpu_twins(seed):
+    """The flood and region statistics launched on CuPy arrays (numba on the CUDA array interface): voxel for
+    voxel the njit twins' result, as under the simulator."""
+    from scipy import ndimage as ndi
+
+    from kernels.region_stats import region_stats_cpu, region_stats_cuda
+    from kernels.watershed_levels import flood_levels_cpu, flood_levels_cuda
+    from tests.localize_sim.volumes import spheres
+
+    rng = np.random.default_rng(40 + seed)
+    cross = ndi.generate_binary_structure(3, 1)
+    mask = ndi.binary_opening(spheres((37, 64, 51), rng, n=20, touching=0.6) > 0, structure=cross)
+    dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    markers, n = ndi.label((dist == ndi.maximum_filter(dist, size=5)) & mask, structure=cross)
+    key = -np.rint(dist.astype(np.float64) ** 2).astype(np.int32)
+    markers = markers.astype(np.int32)
+    got = flood_levels_cuda(cupy.asarray(key), cupy.asarray(markers), cupy.asarray(mask), cupy)
+    want = flood_levels_cpu(key, markers, mask)
+    assert isinstance(got, cupy.ndarray) and n > 3
+    np.testing.assert_array_equal(got.get(), want)
+    np.testing.assert_array_equal(region_stats_cuda(got, n, cupy).get(), region_stats_cpu(want, n))
+
+
+def test_peaks_on_gpu_matches_cpu():
+    """The peaks method on CUDA fp16 probabilities (what segmentation hands over) against the cpu backend."""
+    from pipeline.config import LocalizeConfig
+    from tests.localize_sim.volumes import spheres
+    from tests.test_localize_peaks import probabilities_of
+
+    rng = np.random.default_rng(17)
+    label_map = spheres((37, 64, 51), rng, n=14, touching=0.5)
+    probs = probabilities_of(label_map, rng)
+    settings = LocalizeConfig(method="peaks", thresholds={"default": 0.4})
+    want = localize(probs, OBJECTS, VOXEL_SIZE, settings, backend="cpu")
+    got = localize(torch.from_numpy(probs).cuda(), OBJECTS, VOXEL_SIZE, settings)  # auto -> gpu
+    assert sum(len(p) for p in want.values()) > 0
+    for name in want:
+        a, b = want[name], got[name]
+        assert len(a) == len(b), name
+        if len(a):
+            dist, match = cKDTree(b.centers_zyx_vox).query(a.centers_zyx_vox)
+            assert dist.max() <= 0.5, name
+            np.testing.assert_allclose(b.scores[match], a.scores, atol=1e-3)
