@@ -81,6 +81,7 @@ class LocalizeConfig:
     thresholds: dict = field(default_factory=lambda: {"default": 0.25})  # peak probability kept
     smoothing: dict = field(default_factory=lambda: {"default": 0.25})  # Gaussian sigma / radius
     peak_window: dict = field(default_factory=lambda: {"default": 1.0})  # local-maximum window side / radius
+    overlap_check: bool = True  # peaks: a larger class's peak on a smaller class's particle is dropped (overlaps.py)
     tuned: str | None = None  # a YAML file written by `tomopick tune`: its localize block, under the keys given here
 
 

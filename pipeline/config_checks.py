@@ -213,7 +213,8 @@ def read_tuned_block(path: Path, where: str) -> dict:
 # run-config keys that one localize method, or one segment mode, reads; the others ignore them (also what
 # a done marker records of the localize settings: select.localize_settings)
 METHOD_SETTINGS = {"filter_size": ("watershed",), "radius_max_scale": ("watershed", "com"),
-                   "thresholds": ("peaks",), "smoothing": ("peaks",), "peak_window": ("peaks",)}
+                   "thresholds": ("peaks",), "smoothing": ("peaks",), "peak_window": ("peaks",),
+                   "overlap_check": ("peaks",)}
 MODE_SETTINGS = {"overlap": "compat", "window_scale": "fast", "margin": "fast", "border_scale": "fast",
                  "blend": "fast", "sigma_scale": "fast"}
 

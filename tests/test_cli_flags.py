@@ -145,6 +145,7 @@ def test_a_folder_given_as_the_run_config_names_its_yaml(tmp_path, capsys):
     (["--threshold", "0.9"], "--threshold applies"),
     (["--probabilities", "probs"], "--probabilities applies"),
     (["-m", "com", "--smoothing", "0.3", "--peak-window", "2"], "--smoothing, --peak-window apply"),
+    (["--no-overlap-check"], "--no-overlap-check applies"),
 ])
 def test_localize_refuses_peaks_flags_with_another_method(flags, named, synth_project, caplog):
     assert main(["localize", "-c", str(synth_project), *SEG, *flags]) == 2

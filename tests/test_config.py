@@ -186,12 +186,14 @@ def test_run_config_keys_that_the_method_or_mode_ignores_are_named(tmp_path, cap
     from tests.faultlib import run_doc
 
     doc = run_doc(tmp_path / "config.json", segment={"overlap": 0.25}, localize={"method": "watershed",
-                                                                                 "thresholds": {"default": 0.3}})
+                                                                                 "thresholds": {"default": 0.3},
+                                                                                 "overlap_check": False})
     caplog.set_level(logging.WARNING)
     config_from_dict(doc, source="my.yaml", check_files=False)
     (line,) = [r.getMessage() for r in caplog.records]
-    assert line.startswith("my.yaml: localize.thresholds (read by peaks), segment.overlap (read in mode compat) have "
-                           "no effect with localize.method watershed and segment.mode fast"), line
+    assert line.startswith("my.yaml: localize.thresholds (read by peaks), localize.overlap_check (read by peaks), "
+                           "segment.overlap (read in mode compat) have no effect with localize.method watershed and "
+                           "segment.mode fast"), line
     caplog.clear()
     doc = run_doc(tmp_path / "config.json", segment={"mode": "compat", "overlap": 0.25},
                   localize={"method": "peaks", "thresholds": {"default": 0.3}})

@@ -336,6 +336,7 @@ def test_shards_that_ran_with_other_picking_settings_are_named(cfg, tmp_path):
         # each method's own settings, which the other does not read
         **{f"localize.{key}": {"0/2": {"default": value}, "1/2": None}
            for key, value in (("peak_window", 1.0), ("smoothing", 0.25), ("thresholds", 0.25))},
+        "localize.overlap_check": {"0/2": True, "1/2": None},
         "localize.filter_size": {"0/2": None, "1/2": 10}, "localize.radius_max_scale": {"0/2": None, "1/2": 1.0}}
     assert summary["settings_warning"].startswith(
         'shards 0/2 and 1/2 ran with settings that change the picks, so their scores are not of one job: '

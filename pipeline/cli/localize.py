@@ -16,8 +16,10 @@ pick divided by the voxels of a sphere of the object's radius: a size ratio, not
 those of the opened mask, so a particle segmented at 0.6 of its radius scores about 0.6^3 = 0.2; the demo's
 picks score 0.13-0.30). peaks (-m peaks --probabilities DIR) picks local maxima of each class's smoothed
 probability above a per-class threshold and writes the peak probability as the score (0-1, a confidence);
-tune its settings with `tomopick tune`. Its flags (--probabilities, --threshold, --smoothing, --peak-window,
---tuned) are refused with another method, which would ignore them.
+tune its settings with `tomopick tune`; where a larger class's peak sits on a particle a smaller class also
+claims and the segmented particle is too small for the larger class, the larger class's peak is dropped
+(--no-overlap-check keeps it). Its flags (--probabilities, --threshold, --smoothing, --peak-window,
+--no-overlap-check, --tuned) are refused with another method, which would ignore them.
 
 Examples:
   tomopick localize -c config.json -sinfo predict,octopi,1 -vs 10
@@ -38,7 +40,7 @@ from pipeline.config import LocalizeConfig, RunConfig, choices, default
 
 # the flags that only a method reading class probabilities (peaks) uses -> their dest
 PEAKS_FLAGS = {"--probabilities": "probabilities", "--threshold": "threshold", "--smoothing": "smoothing",
-               "--peak-window": "peak_window", "--tuned": "tuned"}
+               "--peak-window": "peak_window", "--no-overlap-check": "overlap_check", "--tuned": "tuned"}
 PER_CLASS_KEYS = {"--threshold": "thresholds", "--smoothing": "smoothing", "--peak-window": "peak_window"}
 
 
@@ -59,6 +61,10 @@ def add_arguments(p) -> None:
     p.add_argument("--peak-window", default=None, metavar="W | NAME=W,...",
                    help="peaks: side of the local-maximum window in units of the object's radius, one value or per "
                         f"object (default {default(LocalizeConfig, 'peak_window')['default']:g})")
+    p.add_argument("--no-overlap-check", dest="overlap_check", action="store_const", const=False, default=None,
+                   help="peaks: keep a larger class's peak even where a smaller class's peak claims the same particle "
+                        "and the segmented particle is too small for the larger class (by default it is dropped: "
+                        "README, 'peaks')")
     p.add_argument("--tuned", default=None, metavar="YAML", type=file_arg("YAML written by `tomopick tune`",
                                                                           (".yaml", ".yml")),
                    help="peaks settings written by `tomopick tune`, method peaks included (flags given here win "
@@ -110,7 +116,7 @@ def run(args) -> int:
                   "n_procs": args.n_procs, "pick_user_id": args.pick_user_id,
                   "pick_session_id": args.pick_session_id, "label": args.label, "probabilities": args.probabilities,
                   "thresholds": args.threshold, "smoothing": args.smoothing, "peak_window": args.peak_window,
-                  "tuned": args.tuned},
+                  "overlap_check": args.overlap_check, "tuned": args.tuned},
     )
     return run_job(doc, "tomopick localize", check=lambda cfg: check_flags(args, cfg, tuned))
 

@@ -54,7 +54,8 @@ def _to_host(volume) -> np.ndarray:
     (its ``__array__`` raises TypeError), so a device array is copied back explicitly."""
     module = type(volume).__module__ or ""
     if module.startswith("torch"):
-        return volume.detach().cpu().numpy()
+        volume = volume.detach()
+        return (volume.float() if str(volume.dtype) == "torch.bfloat16" else volume).cpu().numpy()  # numpy has no bf16
     if module.startswith("cupy"):
         return volume.get()
     return np.asarray(volume)
@@ -163,6 +164,13 @@ def localize(volume, objects, voxel_size: float, settings=None, *, backend: str 
     found = _backend_module(chosen).candidates_all(volume, tasks, method, settings, ops=ops, progress=progress)
     picks = {t.name: finalize(found[t.name].centers_zyx_vox, found[t.name].sizes, shape, t.window, method.score)
              for t in tasks}
+    if method.name == "peaks" and settings.overlap_check:
+        from pipeline.localize.overlaps import drop_claimed_by_smaller
+
+        picks, dropped = drop_claimed_by_smaller(picks, tasks, volume)
+        if dropped:
+            log.debug("peaks on particles of a smaller class, dropped: %s",
+                     ", ".join(f"{name} {n}" for name, n in dropped.items()))
     log.debug(
         "localize %s/%s: %s in %.2f s", chosen, method.name, ", ".join(f"{k} {len(v)}" for k, v in picks.items()),
         time.perf_counter() - t0,
