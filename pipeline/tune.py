@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.evaluate import Counts, object_fbeta, resolve_threshold_scale, score_object
-from pipeline.localize.common import Candidates, Task, finalize, per_class, size_window
+from pipeline.localize.common import Candidates, Picks, Task, finalize, per_class, size_window
+from pipeline.localize.overlaps import claimed, foreground_fill, keep_mask
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class TuneResult:
     leave_one_out: float | None = None  # final F-beta of the tuning, each run scored with settings from the others
     leave_one_out_per_class: dict = field(default_factory=dict)
     min_particles: int = MIN_PARTICLES
+    overlap_check: bool = True  # tuned with the overlap check on (localize's default) or off
 
     def settings_block(self) -> dict:
         """The ``localize:`` YAML block that ``tomopick localize`` and run_all read."""
@@ -72,6 +74,7 @@ class TuneResult:
             "thresholds": {n: float(c.threshold) for n, c in self.after.items()},
             "smoothing": {n: float(c.smoothing) for n, c in self.after.items()},
             "peak_window": {n: float(c.peak_window) for n, c in self.after.items()},
+            "overlap_check": bool(self.overlap_check),
         }
 
 
@@ -83,30 +86,64 @@ def _candidates(run: RunData, task: Task, settings, smoothing: float, window: fl
     return candidates_peaks(run.probabilities, task, tuned)
 
 
-def _counts(cands: Candidates, threshold: float, shape, task: Task, gt, metric: str, scale: float) -> Counts:
+def _picks(cands: Candidates, threshold: float, shape, task: Task) -> Picks:
     keep = cands.sizes >= threshold
-    picks = finalize(cands.centers_zyx_vox[keep], cands.sizes[keep], shape, task.window, "peak")
-    return score_object(picks.centers_zyx_vox, gt, task.window.radius, metric, scale)
+    return finalize(cands.centers_zyx_vox[keep], cands.sizes[keep], shape, task.window, "peak")
 
 
-def _table(runs, objects, voxel_size, settings, grid, metric, beta, scale):
-    """{name: {(smoothing, window, threshold): [Counts per run]}} over the grid."""
-    out = {}
+class _Fills:
+    """foreground_fill of one run's probabilities, each (centre, sphere) counted once: a sweep asks for the same
+    peaks at every threshold."""
+
+    def __init__(self):
+        self.cache: dict = {}
+
+    def __call__(self, volume, center, radius):
+        key = (tuple(np.round(np.asarray(center, np.float64), 6)), float(radius))
+        if key not in self.cache:
+            self.cache[key] = foreground_fill(volume, center, radius)
+        return self.cache[key]
+
+
+def _checked(picks: Picks, run: RunData, task: Task, others: list, fills) -> Picks:
+    """``picks`` after the overlap check (pipeline/localize/overlaps.py) against ``others`` = [(centres,
+    radius)], the picks of the run's other classes."""
+    if not others or len(picks) == 0:
+        return picks
+    keep = keep_mask(picks, task.window.radius, claimed(picks.centers_zyx_vox, task.window.radius, others),
+                     run.probabilities, fills)
+    return picks if keep.all() else Picks(picks.centers_zyx_vox[keep], picks.scores[keep])
+
+
+def _class_table(runs, task: Task, settings, grid, metric, scale, others: list, fills: list):
+    """{(smoothing, window, threshold): [Counts per run]} of one class over the grid; ``others[i]``: the other
+    classes' picks in run i for the overlap check (empty: no check)."""
     thresholds = sorted(grid["thresholds"])
-    for obj in objects:
-        task = Task(obj.name, obj.label, size_window(obj, voxel_size, settings.radius_min_scale,
-                                                     settings.radius_max_scale))
-        table: dict = {}
-        for smoothing, window in itertools.product(grid["smoothing"], grid["peak_window"]):
-            for run in runs:
-                cands = _candidates(run, task, settings, smoothing, window, thresholds[0])
-                shape = run.probabilities.shape[-3:]
-                gt = run.gt.get(obj.name, np.zeros((0, 3)))
-                for t in thresholds:
-                    table.setdefault((smoothing, window, t), []).append(
-                        _counts(cands, t, shape, task, gt, metric, scale))
-        out[obj.name] = table
+    table: dict = {}
+    for smoothing, window in itertools.product(grid["smoothing"], grid["peak_window"]):
+        for i, run in enumerate(runs):
+            cands = _candidates(run, task, settings, smoothing, window, thresholds[0])
+            shape = run.probabilities.shape[-3:]
+            gt = run.gt.get(task.name, np.zeros((0, 3)))
+            for t in thresholds:
+                picks = _checked(_picks(cands, t, shape, task), run, task, others[i], fills[i])
+                table.setdefault((smoothing, window, t), []).append(
+                    score_object(picks.centers_zyx_vox, gt, task.window.radius, metric, scale))
+    return table
+
+
+def _run_picks(run: RunData, tasks: list[Task], settings, chosen: dict) -> dict:
+    """{name: Picks} of every class of one run at the (smoothing, window, threshold) ``chosen`` for it, before
+    the overlap check (the claims of other classes are read from these)."""
+    out = {}
+    for task in tasks:
+        s, w, t = chosen[task.name]
+        out[task.name] = _picks(_candidates(run, task, settings, s, w, t), t, run.probabilities.shape[-3:], task)
     return out
+
+
+def _others(run_picks: dict, tasks: list[Task], name: str) -> list:
+    return [(run_picks[t.name].centers_zyx_vox, float(t.window.radius)) for t in tasks if t.name != name]
 
 
 def _best(table: dict, runs_idx, beta: float, given, min_particles: int = MIN_PARTICLES):
@@ -133,26 +170,54 @@ def tune(runs: list[RunData], objects, voxel_size: float, settings, *, metric: s
          min_particles: int = MIN_PARTICLES) -> TuneResult:
     """Best per-class (smoothing, peak_window, threshold) over ``grid`` (keys ``smoothing``, ``peak_window``,
     ``thresholds``), against the ``settings`` given (a LocalizeConfig) as "before"; a class with fewer than
-    ``min_particles`` ground-truth particles in the runs keeps the settings given."""
+    ``min_particles`` ground-truth particles in the runs keeps the settings given.
+
+    With ``settings.overlap_check`` a class's picks depend on smaller classes' (a peak a smaller class claims
+    may be dropped; never the other way), so classes are tuned smallest first, each against the smaller ones'
+    picks at their tuned settings: "after" is what localize gives with the tuned block, "before" what it gives
+    with the settings given. The leave-one-run-out estimate holds the smaller classes at the settings tuned on
+    all runs."""
     grid = {"smoothing": SMOOTHINGS, "peak_window": WINDOWS, "thresholds": THRESHOLDS, **(grid or {})}
     for obj in objects:  # the settings given are always candidates, so tuning never scores below them
         grid = {**grid, "smoothing": tuple(sorted({*grid["smoothing"], per_class(settings.smoothing, obj.name)})),
                 "thresholds": tuple(sorted({*grid["thresholds"], per_class(settings.thresholds, obj.name)})),
                 "peak_window": tuple(sorted({*grid["peak_window"], per_class(settings.peak_window, obj.name)}))}
     scale = resolve_threshold_scale(metric, distance_threshold_scale)
-    tables = _table(runs, objects, voxel_size, settings, grid, metric, beta, scale)
+    tasks = [Task(o.name, o.label, size_window(o, voxel_size, settings.radius_min_scale, settings.radius_max_scale))
+             for o in objects]
     weights = {o.name: o.weight for o in objects}
     everyone = range(len(runs))
-    before, after = {}, {}
     given = {o.name: (per_class(settings.smoothing, o.name), per_class(settings.peak_window, o.name),
                       per_class(settings.thresholds, o.name)) for o in objects}
-    for obj in objects:
-        counts = sum(tables[obj.name][given[obj.name]], Counts(0, 0, 0))
-        before[obj.name] = (counts, object_fbeta(counts, beta)[2])
-        (s, w, t), counts, f = _best(tables[obj.name], everyone, beta, given[obj.name], min_particles)
-        after[obj.name] = ClassChoice(obj.name, s, w, t, counts, f, counts.tp + counts.fn)
+    check = bool(getattr(settings, "overlap_check", False))
+    fills = [_Fills() for _ in runs]
+    given_picks = [_run_picks(run, tasks, settings, given) if check else None for run in runs]
+    tuned_picks: list[dict] = [{} for _ in runs]
+    tables, before, chosen = {}, {}, {}
+    for task in sorted(tasks, key=lambda t: t.window.radius):  # smaller classes' picks are settled first
+        smaller = [t for t in tasks if t.window.radius < task.window.radius]
+        others = [[(tuned_picks[i][t.name].centers_zyx_vox, float(t.window.radius)) for t in smaller]
+                  if check else [] for i in everyone]
+        tables[task.name] = _class_table(runs, task, settings, grid, metric, scale, others, fills)
+        (s, w, t), counts, f = _best(tables[task.name], everyone, beta, given[task.name], min_particles)
+        chosen[task.name] = ClassChoice(task.name, s, w, t, counts, f, counts.tp + counts.fn)
+        counts = Counts(0, 0, 0)
+        for i, run in enumerate(runs):
+            picks = _picks(_candidates(run, task, settings, s, w, t), t, run.probabilities.shape[-3:], task)
+            tuned_picks[i][task.name] = picks
+            if check:  # "before": every class at the settings given, as localize would pick them
+                mine = _checked(given_picks[i][task.name], run, task, _others(given_picks[i], tasks, task.name),
+                                fills[i])
+            else:
+                mine = None
+            counts = counts + (tables[task.name][given[task.name]][i] if mine is None else score_object(
+                mine.centers_zyx_vox, run.gt.get(task.name, np.zeros((0, 3))), task.window.radius, metric, scale))
+        before[task.name] = (counts, object_fbeta(counts, beta)[2])
+    before = {o.name: before[o.name] for o in objects}
+    after = {o.name: chosen[o.name] for o in objects}
     result = TuneResult(before, after, _weighted({n: v[1] for n, v in before.items()}, weights),
-                        _weighted({n: c.fbeta for n, c in after.items()}, weights), min_particles=min_particles)
+                        _weighted({n: c.fbeta for n, c in after.items()}, weights), min_particles=min_particles,
+                        overlap_check=check)
     if len(runs) > 1:
         loo = {}
         for obj in objects:

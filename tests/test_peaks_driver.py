@@ -73,6 +73,7 @@ def test_tune_writes_settings_that_localize_reads(peaks_projects, capsys):
     assert "leave-one-run-out" in out and "before" in out
     block = yaml.safe_load(tuned.read_text())["localize"]
     assert block["method"] == "peaks" and set(block["thresholds"]) >= {"ribosome", "apo-ferritin"}
+    assert block["overlap_check"] is True  # tuned with localize's default check, and says so
     final = out.split("final weighted F4: ")[1]
     before = float(final.split("before ")[1].split(",")[0])
     after = float(final.split("after ")[1].split(",")[0])
@@ -84,6 +85,29 @@ def test_tune_writes_settings_that_localize_reads(peaks_projects, capsys):
                  "--metric", "czii", "-o", str(tmp / "tuned_scores")]) == 0
     scored = yaml.safe_load((tmp / "tuned_scores" / "average_metrics.yaml").read_text())
     assert scored["final_fbeta_score"] == pytest.approx(after, abs=1e-4)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_tunes_before_is_what_localize_gave_with_the_settings_given(peaks_projects, capsys, check):
+    """The fixture's chain picked with threshold 0.2 (overlap check on); tune's "before" at that threshold is
+    that job's score, with the check on or off as localize ran it."""
+    _, chain, probs, tmp = peaks_projects
+    session = "1"
+    if not check:
+        session = "77"
+        assert main(["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "--threshold",
+                     "0.2", "--no-overlap-check", "-psid", session, "-np", "1"]) == 0
+    out_dir = tmp / f"before_{check}"
+    assert main(["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-gtsid", "0", "-psid", session,
+                 "--metric", "czii", "-o", str(out_dir)]) == 0
+    scored = yaml.safe_load((out_dir / "average_metrics.yaml").read_text())["final_fbeta_score"]
+    capsys.readouterr()
+    assert main(["tune", "-c", str(chain), "--probabilities", str(probs), "-gtuid", "data-portal", "-gtsid", "0",
+                 "--metric", "czii", "--threshold", "0.2"] + ([] if check else ["--no-overlap-check"])) == 0
+    out = capsys.readouterr().out
+    before = float(out.split("final weighted F4: ")[1].split("before ")[1].split(",")[0])
+    assert before == pytest.approx(scored, abs=1e-4)
+    assert f"overlap_check: {'true' if check else 'false'}" in out
 
 
 def test_tune_keeps_the_settings_of_classes_with_few_particles(peaks_projects, capsys):

@@ -7,7 +7,9 @@ local-maximum window (in radii); prints each class's F-beta before (the settings
 after, with a leave-one-run-out estimate (each run scored with the settings tuned on the others: if it is well
 below "after", the tuning fits these runs rather than the data). A class keeps the settings given unless another
 setting gains at least 0.01 F-beta on at least --min-particles of its ground-truth particles (default 20): on
-fewer, the gain is a pick or two and does not carry to other runs. -o FILE writes the tuned settings as a YAML
+fewer, the gain is a pick or two and does not carry to other runs. Classes are tuned smallest first with
+localize's overlap check (a larger class's peak on a smaller class's particle is dropped), each against the
+smaller classes' tuned picks, so "after" is what localize gives with the tuned settings. -o FILE writes the tuned settings as a YAML
 file whose localize block `tomopick localize --tuned FILE` and run configs (localize: {tuned: FILE}) read;
 without -o the same YAML is printed after the table.
 
@@ -43,6 +45,9 @@ def add_arguments(p) -> None:
                         "e.g. default=0.25,ribosome=0.4")
     p.add_argument("--smoothing", default=None, metavar="S | NAME=S,...", help="... smoothing (as localize)")
     p.add_argument("--peak-window", default=None, metavar="W | NAME=W,...", help="... window (as localize)")
+    p.add_argument("--no-overlap-check", dest="overlap_check", action="store_const", const=False, default=None,
+                   help="tune without the overlap check (as `tomopick localize --no-overlap-check`); the tuned block "
+                        "records which")
     p.add_argument("--min-particles", type=int, default=None, metavar="N",
                    help="tune a class only on at least N of its ground-truth particles in the runs (default 20)")
     p.add_argument("-o", "--output", default=None, metavar="YAML",
@@ -73,7 +78,8 @@ def run(args) -> int:
         {"copick_config": args.config, "stages": ["localize"], "evaluate": {}},
         voxel_size=args.voxel_size,
         localize={"method": "peaks", "probabilities": args.probabilities, "pick_objects": list_arg(args.pick_objects),
-                  "thresholds": args.threshold, "smoothing": args.smoothing, "peak_window": args.peak_window},
+                  "thresholds": args.threshold, "smoothing": args.smoothing, "peak_window": args.peak_window,
+                  "overlap_check": args.overlap_check},
         evaluate={"ground_truth_user_id": args.ground_truth_user_id,
                   "ground_truth_session_id": args.ground_truth_session_id, "metric": args.metric,
                   "beta": args.beta, "distance_threshold_scale": args.distance_threshold_scale},
