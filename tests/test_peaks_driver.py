@@ -362,3 +362,23 @@ def test_a_job_stopped_by_a_failed_run_exits_while_the_next_run_is_being_read(pe
     out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr[-2000:]
     assert "stopped after run TS_7_0 failed" in out.stderr
+
+
+def test_tune_leaves_out_runs_without_ground_truth(peaks_projects, tmp_path, capsys, caplog):
+    """--help: 'default: every run with both' (probabilities and ground truth); a run that the ground-truth user
+    never annotated would count every pick there as false and push the thresholds up."""
+    from tests.conftest import copy_project
+
+    _, chain, probs, _ = peaks_projects
+    project = copy_project(chain, tmp_path / "one_annotated")
+    root = copick_io.open_project(project)
+    for o in copick_io.particle_objects(root):  # user 'curator' annotated TS_7_0 only
+        copick_io.write_picks(root, "TS_7_0", o.name, copick_io.read_picks(root, "TS_7_0", o.name, "data-portal",
+                                                                            "0", 10.0), 10.0, "curator", "0")
+    argv = ["tune", "-c", str(project), "--probabilities", str(probs), "--metric", "czii"]
+    assert main(argv + ["-gtuid", "curator"]) == 0
+    out = capsys.readouterr().out
+    assert "tuned on 1 run(s): TS_7_0" in out
+    assert "TS_7_1" in caplog.text and "no ground-truth picks of curator" in caplog.text
+    assert main(argv + ["-gtuid", "data-portal", "-runs", "TS_7_0"]) == 0  # the same as naming the run
+    assert out.split("final weighted")[1] == capsys.readouterr().out.split("final weighted")[1]

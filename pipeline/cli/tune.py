@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
                    help=f"beta of the F-beta score {d(EvaluateConfig, 'beta')}")
     p.add_argument("-dts", "--distance-threshold-scale", type=float, default=None,
                    help="match threshold as a fraction of the radius (default 0.8 octopi, 0.5 czii)")
-    p.add_argument("-runs", "--run-ids", default=None, help="comma-separated runs (default: every run with both)")
+    p.add_argument("-runs", "--run-ids", default=None, help="comma-separated runs (default: every run with both probabilities and ground-truth "
+                        "picks; one without ground truth is left out with a warning)")
     p.add_argument("-obj", "--pick-objects", default=None, help="comma-separated objects (default: all)")
     p.add_argument("-vs", "--voxel-size", type=float, default=None,
                    help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
@@ -55,6 +56,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import logging
     import sys
 
     import yaml
@@ -97,6 +99,16 @@ def run(args) -> int:
     ev = cfg.evaluate
     check_pick_sets_exist(root, run_ids, {"ground-truth": (ev.ground_truth_user_id, ev.ground_truth_session_id)},
                           cfg.copick_config)
+    # a run that user never annotated is no run of ground truth: every pick there would count as false
+    annotated = copick_io.runs_with_pick_set(root, run_ids, ev.ground_truth_user_id, ev.ground_truth_session_id)
+    if len(annotated) < len(run_ids):
+        bare = [r for r in run_ids if r not in annotated]
+        gt_set = f"{ev.ground_truth_user_id}/{ev.ground_truth_session_id or '*'}"
+        logging.getLogger("tomopick").warning(
+            "%d run(s) with probabilities have no ground-truth picks of %s and are left out of the tuning (each pick "
+            "there would count as false): %s", len(bare), gt_set,
+            ", ".join(bare[:10]) + (f" and {len(bare) - 10} more" if len(bare) > 10 else ""))
+        run_ids = annotated
     runs = []
     for run_id in run_ids:
         gt = {o.name: copick_io.read_picks(root, run_id, o.name, ev.ground_truth_user_id, ev.ground_truth_session_id,

@@ -22,6 +22,7 @@ from pipeline.copick_io.picks import (
     read_raw_picks,
     read_scored_picks,
     remove_picks,
+    runs_with_pick_set,
     write_picks,
     write_raw_picks,
 )
@@ -66,7 +67,7 @@ __all__ = [
     "read_array", "read_segmentation", "read_tomogram", "remove_segmentation", "runs_with_segmentation",
     "segmentation_exists", "tomogram_shape", "write_segmentation",
     "pick_sets", "picks_exist", "read_pick_scores", "read_picks", "read_raw_picks", "read_scored_picks",
-    "remove_picks", "write_picks",
+    "remove_picks", "runs_with_pick_set", "write_picks",
     "write_raw_picks",
     "PORTAL", "check_portal_config", "has_tomogram", "new_project_config", "pickable_object_dicts", "read_picks_ang",
     "run_aliases", "run_names", "tomogram_geometry", "write_picks_ang", "write_tomogram",

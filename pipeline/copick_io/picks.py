@@ -113,6 +113,20 @@ def pick_sets(root, run_ids=None) -> dict[tuple[str, str], int]:
     return dict(sorted(found.items()))
 
 
+def runs_with_pick_set(root, run_ids, user_id: str, session_id: str | None) -> list[str]:
+    """The runs of ``run_ids`` (in that order) that have a pick file of ``user_id`` / ``session_id`` (None: any
+    session), empty or not: the runs annotated by that user."""
+    wanted = set(run_ids)
+    found = set()
+    for run in root.runs:
+        if run.name not in wanted:
+            continue
+        if any(str(p.user_id) == user_id and (session_id is None or str(p.session_id) == str(session_id))
+               for p in run.picks):
+            found.add(run.name)
+    return [r for r in run_ids if r in found]
+
+
 def read_pick_scores(root, run_id: str, object_name: str, user_id: str, session_id: str) -> np.ndarray:
     copick_picks = _find_picks(_get_run(root, run_id), object_name, user_id, session_id)
     if copick_picks is None:
