@@ -3,6 +3,7 @@ schema, defaults and choices themselves are in ``pipeline/config.py``."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -127,7 +128,15 @@ def _check_evaluate(ev: EvaluateConfig, source: str) -> None:
     if dts is not None and not dts > 0:
         raise ConfigError(f"{source}: 'evaluate.distance_threshold_scale' should be > 0 (a fraction of the radius, "
                           f"e.g. 0.8), got {dts}")
+    check_min_score(ev.min_score, "'evaluate.min_score' (--min-score)", source)
     ev.object_names = parse_run_ids(ev.object_names)
+
+
+def check_min_score(value: float | None, where: str, source: str) -> None:
+    """A score level is a finite number: NaN would drop every pick (it compares false), inf too, -inf none."""
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(f"{source}: {where} should be a finite number (peaks scores lie in 0-1; watershed/com "
+                          f"scores are region size over sphere volume), got {value}")
 
 
 def _check_stages(cfg: RunConfig, source: str) -> None:

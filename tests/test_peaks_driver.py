@@ -382,3 +382,23 @@ def test_tune_leaves_out_runs_without_ground_truth(peaks_projects, tmp_path, cap
     assert "TS_7_1" in caplog.text and "no ground-truth picks of curator" in caplog.text
     assert main(argv + ["-gtuid", "data-portal", "-runs", "TS_7_0"]) == 0  # the same as naming the run
     assert out.split("final weighted")[1] == capsys.readouterr().out.split("final weighted")[1]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_min_score_that_is_not_a_finite_number_is_refused(peaks_projects, tmp_path, caplog, value):
+    """--min-score nan dropped every pick (NaN compares false) and scored 0 with exit 0: a typo, refused as -dts
+    <= 0 is; the same in a run config and in export."""
+    from pipeline.errors import ConfigError
+
+    _, chain, _, _ = peaks_projects
+    out = tmp_path / "scores"
+    assert main(["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-o", str(out), f"--min-score={value}"]) == 2
+    assert "'evaluate.min_score' (--min-score) should be a finite number" in caplog.text
+    assert not out.exists()
+    caplog.clear()
+    assert main(["export", "-c", str(chain), "--format", "csv", "-o", str(tmp_path / "x.csv"),
+                 f"--min-score={value}"]) == 2
+    assert "'min_score' (--min-score) should be a finite number" in caplog.text and not (tmp_path / "x.csv").exists()
+    with pytest.raises(ConfigError, match=r"'evaluate.min_score' \(--min-score\) should be a finite number"):
+        config_from_dict({"copick_config": str(chain), "stages": [], "evaluate": {"min_score": float(value)}},
+                         source="test")

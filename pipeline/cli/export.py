@@ -58,7 +58,7 @@ def run(args) -> int:
     from pipeline import atomic, copick_io, formats
     from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import RunConfig, build, default
-    from pipeline.config_checks import check_copick_id
+    from pipeline.config_checks import check_copick_id, check_min_score
     from pipeline.errors import ConfigError, RunError
     from pipeline.objects import select_objects
     from pipeline.selectors import resolve_tomo
@@ -67,6 +67,7 @@ def run(args) -> int:
     source = "tomopick export"
     given = {k: v for k, v in {"format": args.format, "min_score": args.min_score}.items() if v is not None}
     opts = build(ExportConfig, given, source)
+    check_min_score(opts.min_score, "'min_score' (--min-score)", source)
     loc = build(LocalizeConfig, {k: v for k, v in {"pick_user_id": args.pick_user_id,
                                                      "pick_session_id": args.pick_session_id}.items()
                                  if v is not None}, source, "localize")
