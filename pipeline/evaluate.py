@@ -250,6 +250,11 @@ class EvaluationResult:
     picks_read: dict = field(default_factory=dict)  # object -> (predicted picks read, kept by min_score)
 
     @property
+    def picks_scope(self) -> str:
+        """", picks scored >= S" after a ``min_score``, for the table's and the plot's title; else ""."""
+        return "" if self.min_score is None else f", picks scored >= {self.min_score:g}"
+
+    @property
     def weights(self) -> dict[str, float]:
         return {o.name: o.weight for o in self.objects}
 

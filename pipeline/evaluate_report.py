@@ -107,7 +107,7 @@ def format_table(result: EvaluationResult) -> str:
     )
     lines = [
         f"{result.metric} rule, threshold {result.distance_threshold_scale:g} x radius, beta {result.beta:g}, "
-        f"{len(result.run_ids)} runs",
+        f"{len(result.run_ids)} runs{result.picks_scope}",
         header,
         "-" * len(header),
     ]

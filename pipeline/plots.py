@@ -68,7 +68,8 @@ def plot_scores(result, path) -> Path:
     ax.set_ylabel("score")
     ax.legend(loc="upper left", ncols=3, fontsize=8, frameon=False)
     ax.set_title(
-        f"{result.metric} rule ({result.distance_threshold_scale:g} x radius), {len(result.run_ids)} runs: "
+        f"{result.metric} rule ({result.distance_threshold_scale:g} x radius), {len(result.run_ids)} runs"
+        f"{getattr(result, 'picks_scope', '')}: "
         f"final weighted F{result.beta:g} = {result.final_fbeta_score:.3f}",
         fontsize=10,
     )

@@ -130,3 +130,20 @@ def test_slice_figure_colours_by_outcome_and_has_a_scale_bar_in_nm():
     assert plots.scale_bar_nm(630, 10.012) == 100.0
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "ribo: 1 GT found, 1 missed, 1 false" in legend
+
+
+def test_a_min_score_is_named_in_the_scores_title_and_the_table(tmp_path, monkeypatch):
+    """Scores after --min-score 0.5 and without it looked alike in scores.png and the printed table."""
+    from pipeline.evaluate_report import format_table
+
+    objects = [ParticleObject("apo", 1, 60.0, 1.0)]
+    gt = np.array([[5.0, 5, 5]])
+    result = score_picks({"r": {"apo": (gt, gt)}}, objects, 10.0)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, **kw: figures.append(fig) or path)
+    plots.plot_scores(result, tmp_path / "a.png")
+    assert "scored" not in figures[-1].axes[0].get_title() and "scored" not in format_table(result)
+    result.min_score = 0.5
+    plots.plot_scores(result, tmp_path / "b.png")
+    assert "picks scored >= 0.5" in figures[-1].axes[0].get_title()
+    assert "picks scored >= 0.5" in format_table(result).splitlines()[0]
