@@ -71,6 +71,20 @@ def _per_class(value) -> tuple[bool, object]:
         return False, value
 
 
+def _refuse_names_given_twice(text: str, source: str, where: str) -> None:
+    """``ribosome=0.4,ribosome=0.5`` on the command line: one of the two would win without a word."""
+    seen: dict[str, str] = {}
+    for item in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, number = item.partition("=")
+        name = name.strip()
+        if not sep:
+            continue
+        if name in seen:
+            raise ConfigError(f"{source}: '{where}' names '{name}' twice ({seen[name]} and {number.strip()}); give "
+                              "each object once")
+        seen[name] = number.strip()
+
+
 def _describe(annotation) -> str:
     if annotation is dict or typing.get_origin(annotation) is dict:  # the per-class numbers (_per_class)
         return "a number or a number per object class (e.g. 0.3, {default: 0.25, ribosome: 0.4}, or on the " \
@@ -103,6 +117,8 @@ def build(cls, data, source: str, prefix: str, choices_of):
             else:
                 kwargs[key] = build(sub, value, source, where, choices_of)
             continue
+        if isinstance(value, str) and (hint is dict or typing.get_origin(hint) is dict):
+            _refuse_names_given_twice(value, source, where)
         ok, conv = _type_ok(value, hint)
         if not ok:
             raise ConfigError(

@@ -72,6 +72,8 @@ def test_one_config_for_several_weights(files):
          r"'localize.thresholds' should be a number or a number per object class .*default=0.25,ribosome=0.4\), "
          r"got str 'ribosome=abc'"),
         (base(localize={"smoothing": {"ribosome": "wide"}}), r"'localize.smoothing' should be a number or a number"),
+        (base(localize={"thresholds": "default=0.3,ribosome=0.4, ribosome=0.5"}),  # the last won, silently
+         r"'localize.thresholds' names 'ribosome' twice \(0.4 and 0.5\); give each object once"),
         (base(output={"on_error": "ignore"}), r"'output.on_error' is 'ignore'; choose one of raise, skip"),
         (base(output={"overwrite": "yes"}), r"'output.overwrite' should be bool, got str"),
         (base(copick_config="nope.json"), r"'copick_config' \(-c\) file '.*nope.json' does not exist"),
