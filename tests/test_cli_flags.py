@@ -308,3 +308,15 @@ def test_run_takes_the_ray_cpus_per_actor(monkeypatch, capsys):
         with pytest.raises(SystemExit):
             main(["run", demo, "--ray-cpus-per-actor", bad])
         assert "expected a number of CPUs, an integer >= 1" in capsys.readouterr().err
+
+
+def test_tune_refuses_a_negative_min_particles(capsys):
+    """--min-particles -3 ran as 0 (every class tuned) without a word; 0 stays allowed."""
+    for bad in ("-3", "many"):
+        with pytest.raises(SystemExit):
+            main(["tune", "-c", "config.json", "--probabilities", "probs", f"--min-particles={bad}"])
+        assert "expected a number of ground-truth particles, an integer >= 0" in capsys.readouterr().err
+    from pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["tune", "-c", "x.json", "--probabilities", "p", "--min-particles", "0"])
+    assert args.min_particles == 0

@@ -39,16 +39,17 @@ class ArgumentParser(argparse.ArgumentParser):
                 if joined_switches and t[1] == option_string[:2] and t[0].nargs == 0]
 
 
-def positive_int(what: str):
-    """An argparse type: an integer >= 1, refused naming ``what`` it counts (``--shards``, ``--ray-cpus-...``)."""
+def positive_int(what: str, least: int = 1):
+    """An argparse type: an integer >= ``least`` (1), refused naming ``what`` it counts (``--shards``,
+    ``--ray-cpus-...``; ``--min-particles`` takes 0)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}, an integer >= 1")
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}, an integer >= {least}")
         return value
 
     return parse

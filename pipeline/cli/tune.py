@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from pipeline.cli.common import add_config_arg, d
+from pipeline.cli.common import add_config_arg, d, positive_int
 from pipeline.config import EvaluateConfig, RunConfig, choices
 
 
@@ -49,7 +49,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-overlap-check", dest="overlap_check", action="store_const", const=False, default=None,
                    help="tune without the overlap check (as `tomopick localize --no-overlap-check`); the tuned block "
                         "records which")
-    p.add_argument("--min-particles", type=int, default=None, metavar="N",
+    p.add_argument("--min-particles", type=positive_int("a number of ground-truth particles", least=0), default=None,
+                   metavar="N",
                    help="tune a class only on at least N of its ground-truth particles in the runs (default 20)")
     p.add_argument("-o", "--output", default=None, metavar="YAML",
                    help="write the tuned localize block here (default: print it)")
