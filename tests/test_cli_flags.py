@@ -320,3 +320,27 @@ def test_tune_refuses_a_negative_min_particles(capsys):
 
     args = build_parser().parse_args(["tune", "-c", "x.json", "--probabilities", "p", "--min-particles", "0"])
     assert args.min_particles == 0
+
+
+@pytest.mark.parametrize("command", ["tune", "evaluate", "synth", "export"])
+def test_ctrl_c_in_a_command_without_runs_says_what_stopped(command, monkeypatch, caplog):
+    """Ctrl-C in `tomopick tune` said 'runs in flight were finished or rolled back, the report is written':
+    tune has neither (its -o file is written whole at the end, or not at all)."""
+    import importlib
+    import signal
+
+    from pipeline.errors import Terminated
+
+    module = importlib.import_module(f"pipeline.cli.{command}")
+    argv = {"tune": ["tune", "-c", "c.json", "--probabilities", "p"], "evaluate": ["evaluate", "-c", "c.json"],
+            "synth": ["synth", "--out", "x"], "export": ["export", "-c", "c.json", "-o", "x.star"]}[command]
+    for stop, code, said in ((KeyboardInterrupt(), 130, "interrupted (Ctrl-C)"),
+                             (Terminated(signal.SIGTERM), 143, "stopped by signal 15")):
+        def run(args, stop=stop):
+            raise stop
+
+        monkeypatch.setattr(module, "run", run)
+        caplog.clear()
+        assert main(argv) == code
+        assert f"{said}: tomopick {command} stopped before it finished" in caplog.text
+        assert "runs in flight" not in caplog.text and "report is written" not in caplog.text

@@ -28,6 +28,9 @@ COMMANDS = {
     "export": ("pipeline.cli.export", "write picks as RELION 5 STAR or the CZII challenge's CSV"),
 }
 
+# the commands that are the driver (run_all.py's job): a stop finishes or rolls back their runs and writes the report
+JOB_COMMANDS = {"run", "segment", "localize"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.common import ArgumentParser
@@ -68,7 +71,7 @@ def add_command_verbose(p) -> None:
 EXIT_CODES = """exit codes: 0 done; 1 a run failed (the others are kept); 2 bad input (config, flags, project,
 model: the message names it); 74 an I/O error (permission denied, read-only file system, disk full: the
 message names the path); 130 interrupted (Ctrl-C); 128 + N stopped by signal N (143: SIGTERM, 138: SIGUSR1;
-runs in flight are finished or rolled back and the report is written first)"""
+run, segment and localize finish or roll back the runs in flight and write the report first)"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,10 +114,16 @@ def _main(argv: list[str] | None) -> int:
         log.error("%s%s", where, exc.strerror or exc)
         return 74
     except KeyboardInterrupt:
-        log.error("interrupted; runs in flight were finished or rolled back, the report is written")
+        if args.command in JOB_COMMANDS:
+            log.error("interrupted; runs in flight were finished or rolled back, the report is written")
+        else:
+            log.error("interrupted (Ctrl-C): tomopick %s stopped before it finished", args.command)
         return 130
     except Terminated as exc:
-        log.error("%s; runs in flight were finished or rolled back, the report is written", exc)
+        if args.command in JOB_COMMANDS:
+            log.error("%s; runs in flight were finished or rolled back, the report is written", exc)
+        else:
+            log.error("%s: tomopick %s stopped before it finished", exc, args.command)
         return 128 + exc.signum
     finally:
         # the interpreter's last garbage collections at exit walk every object torch and MONAI made: ~1 s here
