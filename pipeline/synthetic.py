@@ -15,8 +15,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,7 +287,9 @@ def make_synthetic_project(
     # built aside and renamed into place whole: a crash leaves no half project, and of two processes making the
     # same project at once (the same seed gives the same data) the first rename wins and the other uses it
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    # not tempfile.mkdtemp: its 0700 would stay on the project once renamed; mkdir gives the umask's mode
+    build = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    build.mkdir()
     try:
         overlay = build / "overlay"
         overlay.mkdir()

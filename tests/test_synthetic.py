@@ -103,3 +103,18 @@ def test_synth_refuses_settings_that_make_no_project(flags, message, tmp_path, c
     assert cli_main(["synth", "--out", str(tmp_path / "p"), "--shape", "16,16,16", *flags]) == 2  # no traceback
     assert f"synthetic project: {message}" in caplog.text
     assert not list(tmp_path.iterdir())  # nothing made
+
+
+def test_a_synthetic_project_folder_gets_the_umask_mode(tmp_path):
+    """It was built in a tempfile.mkdtemp folder (mode 0700) and renamed into place: colleagues sharing the
+    project (and napari-copick run by another user) could not open it."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        config = make_synthetic_project(tmp_path / "shared" / "project", runs=1, shape=(24, 32, 32), seed=3)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o755
+    assert not list((tmp_path / "shared").glob(".*partial*"))
