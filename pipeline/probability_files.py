@@ -29,6 +29,23 @@ def runs_with_probabilities(folder, run_ids: list[str]) -> tuple[list[str], dict
     return found, skipped
 
 
+def why_none_found(folder, run_ids: list[str]) -> str:
+    """Why no run of ``run_ids`` has a file in ``folder``: the folder is missing, holds no probability file, or
+    holds those of other runs (another project's folder), named."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return (f"the probabilities folder '{folder}' does not exist; give the folder that `tomopick segment "
+                "--save-probabilities` wrote")
+    files = sorted(p.name for p in folder.glob(f"*{SUFFIX}"))
+    if not files:
+        return (f"'{folder}' holds no probability files (*{SUFFIX}); write them with `tomopick segment "
+                f"--save-probabilities {folder}`")
+    asked = ", ".join(run_ids[:5]) + (f" ... ({len(run_ids)} runs)" if len(run_ids) > 5 else "")
+    return (f"'{folder}' holds {len(files)} probability file(s) of other runs: {', '.join(files[:5])}"
+            f"{f' ... ({len(files)})' if len(files) > 5 else ''}; none is named after a run asked for ({asked}): "
+            "give the folder that `tomopick segment --save-probabilities` wrote for this project's runs")
+
+
 def read_labels(path) -> dict[str, int]:
     """Object name -> channel of a probability file."""
     import h5py

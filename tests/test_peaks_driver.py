@@ -402,3 +402,22 @@ def test_a_min_score_that_is_not_a_finite_number_is_refused(peaks_projects, tmp_
     with pytest.raises(ConfigError, match=r"'evaluate.min_score' \(--min-score\) should be a finite number"):
         config_from_dict({"copick_config": str(chain), "stages": [], "evaluate": {"min_score": float(value)}},
                          source="test")
+
+
+def test_a_probabilities_folder_of_other_runs_says_what_it_holds(peaks_projects, tmp_path, caplog):
+    """A folder written for another project named only the files it looked for; tune did not say that a
+    folder does not exist, as localize does."""
+    import shutil
+
+    _, chain, probs, _ = peaks_projects
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(probs / "TS_7_0.h5", other / "TS_9_0.h5")
+    for argv in (["tune", "-c", str(chain), "--probabilities", str(other)],
+                 ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(other), "-psid", "8"]):
+        caplog.clear()
+        assert main(argv) == 2
+        assert f"'{other}' holds 1 probability file(s) of other runs: TS_9_0.h5" in caplog.text, argv[0]
+    caplog.clear()
+    assert main(["tune", "-c", str(chain), "--probabilities", str(tmp_path / "missing")]) == 2
+    assert f"the probabilities folder '{tmp_path / 'missing'}' does not exist" in caplog.text

@@ -73,6 +73,7 @@ def run(args) -> int:
         read_labels,
         read_probabilities,
         runs_with_probabilities,
+        why_none_found,
     )
     from pipeline.run.select import objects_for_segmentation
     from pipeline.tune import MIN_PARTICLES, RunData, format_result, tune
@@ -89,12 +90,11 @@ def run(args) -> int:
     )
     cfg = config_from_dict(doc, source="tomopick tune")
     root = copick_io.open_project(cfg.copick_config)
-    run_ids, skipped = runs_with_probabilities(
-        cfg.localize.probabilities,
-        known_run_ids(root, list_arg(args.run_ids), cfg.copick_config) or copick_io.run_names(root))
+    asked = known_run_ids(root, list_arg(args.run_ids), cfg.copick_config) or copick_io.run_names(root)
+    run_ids, _ = runs_with_probabilities(cfg.localize.probabilities, asked)
     if not run_ids:
-        raise RunError(f"no run of {cfg.copick_config} has probabilities in {cfg.localize.probabilities} "
-                       f"({'; '.join(list(skipped.values())[:3])})")
+        raise RunError(f"no run of {cfg.copick_config} has probabilities in {cfg.localize.probabilities}: "
+                       f"{why_none_found(cfg.localize.probabilities, asked)}")
     objects = objects_for_segmentation(cfg, copick_io.particle_objects(root),
                                        read_labels(probability_path(cfg.localize.probabilities, run_ids[0])))
     ev = cfg.evaluate

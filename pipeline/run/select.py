@@ -80,15 +80,15 @@ def select_runs(cfg: RunConfig, root) -> tuple[list[str], dict[str, str], dict |
         runs, skipped = copick_io.runs_with_segmentation(root, cfg.voxel_size, seg, cfg.run_ids)
         wanted = f"the segmentation {seg.uri()} at {cfg.voxel_size:g} A"
     elif probabilities is not None:
-        from pipeline.probability_files import runs_with_probabilities
+        from pipeline.probability_files import runs_with_probabilities, why_none_found
 
         names = [r.name for r in root.runs]
-        runs, skipped = runs_with_probabilities(probabilities, [r for r in names if not cfg.run_ids or r in cfg.run_ids])
+        asked = [r for r in names if not cfg.run_ids or r in cfg.run_ids]
+        runs, skipped = runs_with_probabilities(probabilities, asked)
         skipped.update({r: "no such run in the project" for r in (cfg.run_ids or []) if r not in names})
         wanted = f"a probability file in {probabilities}"
         if not runs:
-            raise RunError(f"{cfg.copick_config}: no run has {wanted} (runs: {', '.join(names[:5])}...); write them "
-                           "with `tomopick segment --save-probabilities DIR`")
+            raise RunError(f"{cfg.copick_config}: no run has {wanted}: {why_none_found(probabilities, asked)}")
         # picks are placed at the voxel size: a run without it fails alike, so say it here, once
         placed, _ = copick_io.runs_with_voxel_spacing(root, cfg.voxel_size, runs)
         skipped.update({r: f"no voxel spacing {cfg.voxel_size:g} A" for r in runs if r not in placed})
