@@ -344,3 +344,19 @@ def test_ctrl_c_in_a_command_without_runs_says_what_stopped(command, monkeypatch
         assert main(argv) == code
         assert f"{said}: tomopick {command} stopped before it finished" in caplog.text
         assert "runs in flight" not in caplog.text and "report is written" not in caplog.text
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["localize", "-c", "c.json", "-m", "peaks", "--treshold", "0.3"], "did you mean --threshold (for --treshold)?"),
+    (["evaluate", "-c", "c.json", "--min_score", "0.3"], "did you mean --min-score (for --min_score)?"),
+    (["tune", "-c", "c.json", "--probabilities", "p", "--peak_window=1"],
+     "did you mean --peak-window (for --peak_window)?"),
+    (["localize", "-c", "c.json", "--probability", "p"], "did you mean --probabilities (for --probability)?"),
+])
+def test_a_misspelled_flag_is_refused_with_the_flag_it_may_be(argv, hint, capsys):
+    """The flag is still refused (never read as another), but the error names the nearest one."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in err and hint in err, err

@@ -74,6 +74,25 @@ message names the path); 130 interrupted (Ctrl-C); 128 + N stopped by signal N (
 run, segment and localize finish or roll back the runs in flight and write the report first)"""
 
 
+def _flag_hints(parser, unknown: list[str]) -> str:
+    """For each unknown flag, the command's flag it may be a misspelling of (``--min_score``, ``--treshold``),
+    one line each; the flag itself stays refused."""
+    import difflib
+
+    flags = [s for action in parser._actions for s in action.option_strings]
+    hints = []
+    for token in unknown:
+        flag = token.split("=", 1)[0]
+        if not flag.startswith("-") or flag in flags:
+            continue
+        same_kind = [f for f in flags if f.startswith("--") == flag.startswith("--")]
+        guess = flag.replace("_", "-") if flag.replace("_", "-") in flags else next(
+            iter(difflib.get_close_matches(flag, same_kind, n=1, cutoff=0.8)), None)
+        if guess:
+            hints.append(f"\n  did you mean {guess} (for {flag})?")
+    return "".join(hints)
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline import own_process
 
@@ -93,7 +112,8 @@ def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the command's usage, not the top level's: the flags it lists are the ones to check
-        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        command_parser = getattr(args, "_parser", parser)
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}{_flag_hints(command_parser, unknown)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
