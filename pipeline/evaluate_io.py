@@ -91,6 +91,8 @@ def evaluate_project(
                 reporter.update()
     t_read = time.perf_counter() - t0
     _warn_runs_without_ground_truth(picks)
+    _warn_runs_without_predictions(picks, copick_io.runs_with_pick_set(root, runs, pick_user_id, pick_session_id),
+                                   f"{pick_user_id}/{pick_session_id if pick_session_id is not None else '*'}")
     result = score_picks(
         picks, objects, voxel_size, metric=metric, beta=beta, distance_threshold_scale=distance_threshold_scale
     )
@@ -127,6 +129,19 @@ def _warn_runs_without_ground_truth(picks: dict) -> None:
         log.warning("%d of the %d runs scored have picks but no ground truth (%s): every pick there counts as a "
                     "false positive, as in octopi; to score only annotated runs, name them with -runs / --run-ids",
                     len(bare), len(picks), listing)
+
+
+def _warn_runs_without_predictions(picks: dict, localized: list[str], pick_set: str) -> None:
+    """Runs with ground truth but no pick file of the predicted user/session at all (a localize job that stopped
+    early, runs left out of it): every particle there counts as missed, as in octopi; say so, as for the runs
+    without ground truth."""
+    bare = [run_id for run_id, by_object in picks.items()
+            if run_id not in localized and any(len(gt) for _, gt in by_object.values())]
+    if bare:
+        listing = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+        log.warning("%d of the %d runs scored have ground truth but no picks of %s (%s): every particle there counts "
+                    "as missed, as in octopi; localize them, or name the runs to score with -runs / --run-ids",
+                    len(bare), len(picks), pick_set, listing)
 
 
 def check_pick_sets_exist(root, runs, wanted: dict, config_path) -> None:

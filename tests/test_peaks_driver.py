@@ -421,3 +421,20 @@ def test_a_probabilities_folder_of_other_runs_says_what_it_holds(peaks_projects,
     caplog.clear()
     assert main(["tune", "-c", str(chain), "--probabilities", str(tmp_path / "missing")]) == 2
     assert f"the probabilities folder '{tmp_path / 'missing'}' does not exist" in caplog.text
+
+
+def test_evaluate_names_runs_with_ground_truth_but_no_picks(peaks_projects, tmp_path, caplog):
+    """A localize job stopped after its first run, then scored: the other runs' particles all counted as missed
+    without a word (the score fell to a third), though runs with picks but no ground truth are named."""
+    from tests.conftest import copy_project
+
+    _, chain, _, _ = peaks_projects
+    project = copy_project(chain, tmp_path / "half_localized")
+    root = copick_io.open_project(project)
+    for o in copick_io.particle_objects(root):
+        copick_io.remove_picks(root, "TS_7_1", o.name, "octopi", "1")
+    assert main(["evaluate", "-c", str(project), "-gtuid", "data-portal", "-o", str(tmp_path / "s")]) == 0
+    assert "1 of the 2 runs scored have ground truth but no picks of octopi/1 (TS_7_1)" in caplog.text
+    caplog.clear()
+    assert main(["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-o", str(tmp_path / "t")]) == 0
+    assert "no picks of" not in caplog.text
