@@ -438,3 +438,11 @@ def test_evaluate_names_runs_with_ground_truth_but_no_picks(peaks_projects, tmp_
     caplog.clear()
     assert main(["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-o", str(tmp_path / "t")]) == 0
     assert "no picks of" not in caplog.text
+
+
+def test_the_localize_log_of_peaks_from_saved_probabilities_names_them_as_its_input(peaks_projects):
+    """It named the segmentation predict/octopi/1 as the input, which that job never read."""
+    _, chain, probs, _ = peaks_projects
+    log = yaml.safe_load((chain.parent / "overlay" / "logs" / "localize-octopi_1.yaml").read_text())
+    assert log["input"]["probabilities"] == str(probs.resolve())
+    assert log["input"]["seg_name"] is None and log["input"]["seg_user_id"] is None

@@ -560,15 +560,18 @@ def segmentation_log_params(cfg: RunConfig, ensemble, device: DeviceChoice) -> d
 
 def localize_log_params(cfg: RunConfig, objects) -> dict:
     from pipeline import __version__
+    from pipeline.run.select import input_probabilities
 
     loc = cfg.localize
-    source = None if cfg.has("segment") else parse_seg_info(loc.segmentation)
-    if source is None and cfg.segment.write_segmentation:
+    probabilities = input_probabilities(cfg)  # a localize-only peaks job reads these, no segmentation
+    source = None if cfg.has("segment") or probabilities else parse_seg_info(loc.segmentation)
+    if source is None and cfg.has("segment") and cfg.segment.write_segmentation:
         source = parse_seg_info(cfg.segment.write_segmentation)
     return {
         "input": {"config": cfg.copick_config, "voxel_size": float(cfg.voxel_size),
                   "seg_name": source.name if source else None, "seg_user_id": source.user_id if source else None,
-                  "seg_session_id": source.session_id if source else None},
+                  "seg_session_id": source.session_id if source else None,
+                  **({"probabilities": str(probabilities)} if probabilities else {})},
         "output": {"pick_session_id": loc.pick_session_id, "pick_user_id": loc.pick_user_id},
         "parameters": {"method": loc.method, "radius_min_scale": loc.radius_min_scale,
                        "radius_max_scale": loc.radius_max_scale, "filter_size": loc.filter_size,
