@@ -83,6 +83,7 @@ class LocalizeConfig:
     peak_window: dict = field(default_factory=lambda: {"default": 1.0})  # local-maximum window side / radius
     overlap_check: bool = True  # peaks: a larger class's peak on a smaller class's particle is dropped (overlaps.py)
     tuned: str | None = None  # a YAML file written by `tomopick tune`: its localize block, under the keys given here
+    # (per-class keys: the classes given here win one by one; a 'default' given replaces the file's per-class values)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pipeline.config import (
     default,
 )
 from pipeline.errors import ConfigError, SelectorError
+from pipeline.schema import _per_class
 from pipeline.selectors import parse_run_ids, parse_seg_info
 
 
@@ -200,7 +201,16 @@ def _with_tuned(data: dict, source: str, base: Path) -> dict:
         return data
     path = Path(_resolve(str(loc["tuned"]), base))
     tuned = read_tuned_block(path, f"{source}: 'localize.tuned' file '{path}'")
-    return {**data, "localize": {**tuned, **loc, "tuned": str(path)}}
+    merged = {**tuned, **loc, "tuned": str(path)}
+    for key in PER_CLASS:  # ribosome=0.5 beside the file changes ribosome's only; a default given replaces them all
+        if isinstance(tuned.get(key), dict) and key in loc:
+            ok, given = _per_class(loc[key])
+            if ok and "default" not in given:
+                merged[key] = {**tuned[key], **given}
+    return {**data, "localize": merged}
+
+
+PER_CLASS = ("thresholds", "smoothing", "peak_window")  # the localize keys given per object class
 
 
 def read_tuned_block(path: Path, where: str) -> dict:

@@ -203,3 +203,23 @@ def test_run_config_keys_that_the_method_or_mode_ignores_are_named(tmp_path, cap
     config_from_dict(run_doc(tmp_path / "config.json", localize={"method": "peaks", "filter_size": 5}),
                      source="tomopick localize", check_files=False)  # a command's flags: its own checks
     assert not caplog.records
+
+
+@pytest.mark.parametrize("given, expected", [
+    # a class named beside the tuned file changes that class only; the tuned ones stay
+    ({"thresholds": {"ribosome": 0.5}}, {"apo-ferritin": 0.4, "ribosome": 0.5, "thyroglobulin": 0.3}),
+    ({"thresholds": "ribosome=0.5"}, {"apo-ferritin": 0.4, "ribosome": 0.5, "thyroglobulin": 0.3}),  # the flag
+    # a default given is a value for every class: it replaces the tuned ones, as it always did
+    ({"thresholds": 0.35}, {"default": 0.35}),
+    ({"thresholds": "default=0.35,ribosome=0.5"}, {"default": 0.35, "ribosome": 0.5}),
+    ({}, {"apo-ferritin": 0.4, "ribosome": 0.25, "thyroglobulin": 0.3}),
+])
+def test_per_class_settings_given_beside_a_tuned_file_change_only_the_classes_they_name(files, given, expected):
+    """`--tuned t.yaml --threshold ribosome=0.5` dropped every tuned threshold (apo-ferritin's 0.4 fell back to
+    the default 0.25), where "flags given win" reads as: ribosome's does."""
+    (files / "tuned.yaml").write_text(yaml.safe_dump({"localize": {
+        "method": "peaks", "thresholds": {"apo-ferritin": 0.4, "ribosome": 0.25, "thyroglobulin": 0.3},
+        "smoothing": {"apo-ferritin": 0.15}}}))
+    cfg = load_config(write(files, base(localize={"tuned": "tuned.yaml", **given})))
+    assert cfg.localize.thresholds == {"default": 0.25, **expected}
+    assert cfg.localize.smoothing == {"default": 0.25, "apo-ferritin": 0.15}

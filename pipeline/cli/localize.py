@@ -68,7 +68,8 @@ def add_arguments(p) -> None:
     p.add_argument("--tuned", default=None, metavar="YAML", type=file_arg("YAML written by `tomopick tune`",
                                                                           (".yaml", ".yml")),
                    help="peaks settings written by `tomopick tune`, method peaks included (flags given here win "
-                        "over them)")
+                        "over them: --threshold ribosome=0.5 changes ribosome's only; a default given, e.g. "
+                        "--threshold 0.3, replaces the file's per-class values)")
     p.add_argument("-sinfo", "--seg-info", default=None,
                    help=f"segmentation to read: NAME,USER_ID,SESSION_ID {d(LocalizeConfig, 'segmentation')}")
     p.add_argument("-suri", "--seg-uri", default=None, help="octopi 1.7 spelling of --seg-info, e.g. predict:octopi/1")
