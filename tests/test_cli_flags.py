@@ -360,3 +360,17 @@ def test_a_misspelled_flag_is_refused_with_the_flag_it_may_be(argv, hint, capsys
     err = capsys.readouterr().err
     assert exc.value.code == 2
     assert "unrecognized arguments" in err and hint in err, err
+
+
+def test_tune_refuses_a_folder_for_its_output_before_the_work(tmp_path, monkeypatch, caplog):
+    """`tune -o results/` tuned for minutes, then failed with 'Is a directory' and lost the result."""
+    import pipeline.tune
+
+    def tune(*args, **kwargs):
+        raise AssertionError("tuned before the output was checked")
+
+    monkeypatch.setattr(pipeline.tune, "tune", tune)
+    (tmp_path / "c.json").write_text("{}")
+    assert main(["tune", "-c", str(tmp_path / "c.json"), "--probabilities", str(tmp_path), "-o",
+                 str(tmp_path)]) == 2
+    assert f"-o/--output '{tmp_path}' is a folder; give a file, e.g. {tmp_path / 'tuned.yaml'}" in caplog.text

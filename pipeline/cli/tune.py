@@ -59,13 +59,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import logging
     import sys
+    from pathlib import Path
 
     import yaml
 
     from pipeline import atomic, copick_io
     from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import config_from_dict, overlay
-    from pipeline.errors import RunError
+    from pipeline.errors import ConfigError, RunError
     from pipeline.evaluate_io import check_pick_sets_exist
     from pipeline.probability_files import (
         check_fits_tomogram,
@@ -78,6 +79,9 @@ def run(args) -> int:
     from pipeline.run.select import objects_for_segmentation
     from pipeline.tune import MIN_PARTICLES, RunData, format_result, tune
 
+    if args.output and Path(args.output).expanduser().is_dir():  # found now, not after the tuning
+        raise ConfigError(f"tomopick tune: -o/--output '{args.output}' is a folder; give a file, e.g. "
+                          f"{Path(args.output) / 'tuned.yaml'}")
     doc = overlay(
         {"copick_config": args.config, "stages": ["localize"], "evaluate": {}},
         voxel_size=args.voxel_size,
