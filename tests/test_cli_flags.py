@@ -374,3 +374,12 @@ def test_tune_refuses_a_folder_for_its_output_before_the_work(tmp_path, monkeypa
     assert main(["tune", "-c", str(tmp_path / "c.json"), "--probabilities", str(tmp_path), "-o",
                  str(tmp_path)]) == 2
     assert f"-o/--output '{tmp_path}' is a folder; give a file, e.g. {tmp_path / 'tuned.yaml'}" in caplog.text
+
+
+def test_evaluate_refuses_a_file_for_its_output_folder(tmp_path, caplog):
+    """`evaluate -o scores.yaml` (a file there) scored, then said only 'scores.yaml: File exists'."""
+    (tmp_path / "c.json").write_text("{}")
+    (tmp_path / "scores.yaml").write_text("x: 1\n")
+    assert main(["evaluate", "-c", str(tmp_path / "c.json"), "-o", str(tmp_path / "scores.yaml")]) == 2
+    assert (f"-o/--output '{tmp_path / 'scores.yaml'}' is a file; it names the folder for average_metrics.yaml, "
+            "metrics.json and scores.png") in caplog.text

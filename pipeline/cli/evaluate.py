@@ -56,11 +56,17 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from pipeline import copick_io
     from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import config_from_dict, overlay
+    from pipeline.errors import ConfigError
     from pipeline.run import evaluate_runs
 
+    if args.save_path and Path(args.save_path).expanduser().is_file():  # found now, not after the scoring
+        raise ConfigError(f"tomopick evaluate: -o/--output '{args.save_path}' is a file; it names the folder for "
+                          "average_metrics.yaml, metrics.json and scores.png: give a folder (default scores)")
     doc = overlay(
         {"copick_config": args.config, "stages": [], "evaluate": {}},
         voxel_size=args.voxel_size,
