@@ -232,7 +232,7 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    data = _with_tuned(data, source, base)
+    written, data = data, _with_tuned(data, source, base)
     cfg = build(RunConfig, data, source)
     cfg.source = source
 
@@ -273,7 +273,7 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     if not source.startswith("tomopick"):  # a run config's own keys (the commands refuse such flags themselves)
         from pipeline.config_checks import warn_ignored_settings
 
-        warn_ignored_settings(data, cfg, source)
+        warn_ignored_settings(written, cfg, source)  # the keys written in the config, its tuned file apart
     # asking for a GPU on a machine without one fails now, not after the project is opened
     from pipeline.device import resolve_device
 

@@ -247,6 +247,8 @@ def warn_ignored_settings(data: dict, cfg: RunConfig, source: str) -> None:
     seg = data.get("segment") if isinstance(data.get("segment"), dict) else {}
     ignored = [f"localize.{k} (read by {' and '.join(METHOD_SETTINGS[k])})" for k in loc
                if k in METHOD_SETTINGS and cfg.localize.method not in METHOD_SETTINGS[k]]
+    if loc.get("tuned") and cfg.localize.method not in METHOD_SETTINGS["thresholds"]:  # the method given wins
+        ignored.append(f"localize.tuned (its peaks settings; read by {' and '.join(METHOD_SETTINGS['thresholds'])})")
     ignored += [f"segment.{k} (read in mode {MODE_SETTINGS[k]})" for k in seg
                 if k in MODE_SETTINGS and cfg.segment.mode != MODE_SETTINGS[k]]
     if ignored:

@@ -223,3 +223,17 @@ def test_per_class_settings_given_beside_a_tuned_file_change_only_the_classes_th
     cfg = load_config(write(files, base(localize={"tuned": "tuned.yaml", **given})))
     assert cfg.localize.thresholds == {"default": 0.25, **expected}
     assert cfg.localize.smoothing == {"default": 0.25, "apo-ferritin": 0.15}
+
+
+def test_a_tuned_file_beside_another_method_is_named_as_such(files, caplog):
+    """It warned about localize.thresholds, smoothing and peak_window ('leave them out'), keys the config never
+    wrote: they came from the tuned file."""
+    import logging
+
+    (files / "tuned.yaml").write_text(yaml.safe_dump({"localize": {"method": "peaks",
+                                                                   "thresholds": {"ribosome": 0.4}}}))
+    caplog.set_level(logging.WARNING)
+    load_config(write(files, base(localize={"method": "watershed", "tuned": "tuned.yaml"})))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "localize.tuned (its peaks settings; read by peaks) has no effect with localize.method watershed" in line
+    assert "localize.thresholds" not in line
