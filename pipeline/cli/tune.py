@@ -36,8 +36,9 @@ def add_arguments(p) -> None:
                    help=f"beta of the F-beta score {d(EvaluateConfig, 'beta')}")
     p.add_argument("-dts", "--distance-threshold-scale", type=float, default=None,
                    help="match threshold as a fraction of the radius (default 0.8 octopi, 0.5 czii)")
-    p.add_argument("-runs", "--run-ids", default=None, help="comma-separated runs (default: every run with both probabilities and ground-truth "
-                        "picks; one without ground truth is left out with a warning)")
+    p.add_argument("-runs", "--run-ids", default=None,
+                   help="comma-separated runs (default: every run with both probabilities and ground-truth picks; "
+                        "one without ground truth is left out with a warning)")
     p.add_argument("-obj", "--pick-objects", default=None, help="comma-separated objects (default: all)")
     p.add_argument("-vs", "--voxel-size", type=float, default=None,
                    help=f"voxel size in Angstrom {d(RunConfig, 'voxel_size')}")
