@@ -263,6 +263,14 @@ def config_from_dict(data: dict, source: str = "<dict>", base_dir: Path | None =
     _check_segment(cfg.segment, source)
     cfg.segment.save_probabilities = _resolve(cfg.segment.save_probabilities, base)
     cfg.localize.probabilities = _resolve(cfg.localize.probabilities, base)
+    if check_files:  # folders of <run>.h5 files: a file there would fail each run after its segmentation
+        if cfg.segment.save_probabilities and Path(cfg.segment.save_probabilities).is_file():
+            raise ConfigError(f"{source}: 'segment.save_probabilities' (--save-probabilities) "
+                              f"'{cfg.segment.save_probabilities}' is a file; give a folder for the <run>.h5 files")
+        if cfg.localize.probabilities and Path(cfg.localize.probabilities).is_file():
+            raise ConfigError(f"{source}: 'localize.probabilities' (--probabilities) '{cfg.localize.probabilities}' "
+                              f"is a file; give its folder '{Path(cfg.localize.probabilities).parent}' (the "
+                              "runs' files are found there by name)")
     _check_localize(cfg.localize, source)
     if cfg.evaluate is not None:
         _check_evaluate(cfg.evaluate, source)

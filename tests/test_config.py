@@ -237,3 +237,17 @@ def test_a_tuned_file_beside_another_method_is_named_as_such(files, caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert "localize.tuned (its peaks settings; read by peaks) has no effect with localize.method watershed" in line
     assert "localize.thresholds" not in line
+
+
+def test_a_file_given_for_a_probabilities_folder_is_refused_when_the_config_is_read(files):
+    """`--save-probabilities tuned.yaml` (a file there) failed each run after its segmentation (FileExistsError);
+    `--probabilities probs/TS_1.h5` said the folder did not exist."""
+    (files / "probs").mkdir()
+    (files / "probs" / "TS_1.h5").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"'segment.save_probabilities' \(--save-probabilities\) '.*m.yaml' is a "
+                                          r"file; give a folder for the <run>.h5 files"):
+        load_config(write(files, base(segment={"save_probabilities": "m.yaml"})))
+    with pytest.raises(ConfigError, match=r"'localize.probabilities' \(--probabilities\) '.*TS_1.h5' is a file; "
+                                          r"give its folder '.*probs'"):
+        load_config(write(files, base(stages=["localize"], localize={"method": "peaks",
+                                                                     "probabilities": "probs/TS_1.h5"})))
