@@ -94,7 +94,8 @@ def _check_segment(s: SegmentConfig, source: str) -> None:
         check_copick_id(seg.session_id, "the session id of 'segment.write_segmentation'", source)
 
 
-def _check_localize(loc: LocalizeConfig, source: str) -> None:
+def _check_localize(loc: LocalizeConfig, source: str, flags: bool = True) -> None:
+    """``flags``: name the command line's flag beside a key (not for a tuned file's block)."""
     if loc.n_procs < 1:
         raise ConfigError(f"{source}: 'localize.n_procs' should be >= 1, got {loc.n_procs}")
     if loc.label is not None and not 1 <= loc.label <= 255:
@@ -118,7 +119,10 @@ def _check_localize(loc: LocalizeConfig, source: str) -> None:
         mapping = {**default(LocalizeConfig, key), **getattr(loc, key)}  # an entry per object, over the default
         bad = {k: v for k, v in mapping.items() if not low <= v <= high}
         if bad:
-            raise ConfigError(f"{source}: 'localize.{key}' has {bad}; each value should be in [{low:g}, {high:g}]")
+            flag = " (--threshold)" if key == "thresholds" else f" (--{key.replace('_', '-')})"
+            flag = flag if flags else ""
+            raise ConfigError(f"{source}: 'localize.{key}'{flag} has {bad}; each value should be in "
+                              f"[{low:g}, {high:g}]")
         setattr(loc, key, mapping)
 
 
@@ -225,7 +229,7 @@ def read_tuned_block(path: Path, where: str) -> dict:
                           "wrote") from None
     if not isinstance(tuned, dict):
         raise ConfigError(f"{where}: has no 'localize:' block; give the YAML that `tomopick tune -o FILE` wrote")
-    _check_localize(build(LocalizeConfig, tuned, where, "localize"), where)
+    _check_localize(build(LocalizeConfig, tuned, where, "localize"), where, flags=False)
     return tuned
 
 

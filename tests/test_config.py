@@ -72,6 +72,9 @@ def test_one_config_for_several_weights(files):
          r"'localize.thresholds' should be a number or a number per object class .*default=0.25,ribosome=0.4\), "
          r"got str 'ribosome=abc'"),
         (base(localize={"smoothing": {"ribosome": "wide"}}), r"'localize.smoothing' should be a number or a number"),
+        (base(localize={"thresholds": {"ribosome": 1.5}}),  # a peak probability; the flag named for the CLI
+         r"'localize.thresholds' \(--threshold\) has \{'ribosome': 1.5\}; each value should be in \[0, 1\]"),
+        (base(localize={"peak_window": 0}), r"'localize.peak_window' \(--peak-window\) has \{'default': 0.0\}"),
         (base(localize={"thresholds": "default=0.3,ribosome=0.4, ribosome=0.5"}),  # the last won, silently
          r"'localize.thresholds' names 'ribosome' twice \(0.4 and 0.5\); give each object once"),
         (base(output={"on_error": "ignore"}), r"'output.on_error' is 'ignore'; choose one of raise, skip"),
