@@ -240,9 +240,9 @@ def _weighted(fbetas: dict, weights: dict) -> float:
 def format_result(result: TuneResult, metric: str, beta: float) -> str:
     lines = [f"{metric} rule, beta {beta:g}",
              f"{'object':<20} {'F before':>9} {'F after':>8}  {'threshold':>9} {'smoothing':>9} {'window':>6}"
-             f"{'  F left-one-out' if result.leave_one_out is not None else ''}"]
+             f"{'  F leave-one-run-out' if result.leave_one_out is not None else ''}"]
     for name, choice in result.after.items():
-        loo = f"  {result.leave_one_out_per_class[name]:15.3f}" if result.leave_one_out is not None else ""
+        loo = f"  {result.leave_one_out_per_class[name]:19.3f}" if result.leave_one_out is not None else ""
         lines.append(f"{name:<20} {result.before[name][1]:9.3f} {choice.fbeta:8.3f}  {choice.threshold:9.2f} "
                      f"{choice.smoothing:9.2f} {choice.peak_window:6.2f}{loo}")
     few = [f"{c.name} ({c.particles})" for c in result.after.values() if c.particles < result.min_particles]
