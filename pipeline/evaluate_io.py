@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 
+import numpy as np
+
 from pipeline.errors import ConfigError, ProjectError, RunError
 from pipeline.evaluate import (
     DEFAULT_BETA,
@@ -69,6 +71,7 @@ def evaluate_project(
     scored: dict[str, dict[str, tuple]] = {}
     n_gt = n_pred = 0
     picks_read = {obj.name: [0, 0] for obj in objects}  # read, kept by min_score
+    all_scores_one = True  # copick reads a point without a score (octopi writes none) as 1.0
     # through pipeline.progress: a bar on a terminal only; a log file or a pipe gets log lines, never a bar's \r
     with Progress("evaluate: reading picks", total=len(runs), unit="run") if progress else nullcontext() as reporter:
         for run_id in runs:
@@ -80,6 +83,7 @@ def evaluate_project(
                 pred, scores = copick_io.read_scored_picks(root, run_id, obj.name, pick_user_id, pick_session_id,
                                                            voxel_size)
                 picks_read[obj.name][0] += len(pred)
+                all_scores_one = all_scores_one and bool(np.all(scores == 1.0))
                 if min_score is not None:
                     pred, scores = pred[scores >= min_score], scores[scores >= min_score]
                 picks_read[obj.name][1] += len(pred)
@@ -90,6 +94,11 @@ def evaluate_project(
             if reporter is not None:
                 reporter.update()
     t_read = time.perf_counter() - t0
+    if min_score is not None and all_scores_one and any(read for read, _ in picks_read.values()):
+        log.warning("every predicted pick of %s/%s scores 1.0: picks written without scores (octopi's, for one) "
+                    "read as 1.0, so --min-score %g %s; it sorts picks only where the picker scored them "
+                    "(tomopick's localize does)", pick_user_id, pick_session_id if pick_session_id is not None else "*",
+                    min_score, "leaves none out" if min_score <= 1.0 else "leaves them all out")
     _warn_runs_without_ground_truth(picks)
     _warn_runs_without_predictions(picks, copick_io.runs_with_pick_set(root, runs, pick_user_id, pick_session_id),
                                    f"{pick_user_id}/{pick_session_id if pick_session_id is not None else '*'}")

@@ -142,6 +142,18 @@ def test_min_score_leaves_out_low_scored_picks(peaks_projects):
     assert counts[0.6] == kept < counts[None]
 
 
+def test_min_score_on_picks_without_scores_says_it_sorts_nothing(peaks_projects, caplog):
+    """Picks written without scores (octopi's; here the ground truth scored as predictions) read as 1.0."""
+    _, chain, _, tmp = peaks_projects
+    assert all(np.all(s == 1.0) for _, s in picks_and_scores(chain, "data-portal", "0").values())
+    argv = ["evaluate", "-c", str(chain), "-gtuid", "data-portal", "-gtsid", "0", "-o", str(tmp / "unscored")]
+    assert main(argv + ["-puid", "data-portal", "-psid", "0", "--min-score", "0.5"]) == 0
+    assert "every predicted pick of data-portal/0 scores 1.0" in caplog.text and "leaves none out" in caplog.text
+    caplog.clear()
+    assert main(argv + ["--min-score", "0.5"]) == 0  # peaks' picks carry their scores
+    assert "scores 1.0" not in caplog.text
+
+
 def test_a_misspelled_class_in_the_peaks_settings_is_refused(peaks_projects, caplog):
     _, chain, probs, _ = peaks_projects
     argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-psid", "8", "-np", "1"]
