@@ -296,6 +296,32 @@ def test_runs_skipped_as_done_with_other_settings_are_named(peaks_projects, capl
         np.testing.assert_array_equal(before[key][0], after[key][0])
 
 
+def test_markers_from_before_the_overlap_check_read_as_picked_without_it(peaks_projects, caplog):
+    """A done marker written before localize.overlap_check existed (no such key) was picked without the check:
+    a job with --no-overlap-check picked the same way and has nothing to say; one with the check names it."""
+    import json
+    import logging
+
+    from pipeline import overlay_files
+
+    _, chain, probs, _ = peaks_projects
+    argv = ["localize", "-c", str(chain), "-m", "peaks", "--probabilities", str(probs), "-np", "1", "--threshold",
+            "0.2", "-psid", "78"]
+    assert main([*argv, "--no-overlap-check"]) == 0
+    root = copick_io.open_project(chain)
+    for run in ("TS_7_0", "TS_7_1"):  # as a marker from before the check records them
+        marker = overlay_files.run_done_marker(root, run, "octopi_78")
+        info = json.loads(marker.read_text())
+        assert info["localize"].pop("overlap_check") is False
+        marker.write_text(json.dumps(info))
+    caplog.set_level(logging.INFO)
+    assert main([*argv, "--no-overlap-check"]) == 0
+    assert "with other settings" not in caplog.text
+    caplog.clear()
+    assert main(argv) == 0
+    assert "2 run(s) skipped as done were picked with other settings (overlap_check differ)" in caplog.text
+
+
 def test_runs_skipped_as_done_with_other_segmentation_settings_are_named(peaks_projects, caplog):
     import logging
 

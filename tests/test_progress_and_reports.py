@@ -346,6 +346,25 @@ def test_shards_that_ran_with_other_picking_settings_are_named(cfg, tmp_path):
     assert merge_shard_reports(cfg, out)[1]["settings_warning"] is None
 
 
+def test_a_shard_manifest_from_before_the_overlap_check_reads_as_picked_without_it(cfg, tmp_path):
+    """Shard 0/2 picked with peaks before localize.overlap_check existed (its manifest has no such key), shard
+    1/2 with --no-overlap-check: the same picks, nothing to say; against the check on, it is named."""
+    from pipeline.run.reports import settings_differences
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _manifest(out, 0, 2, localize={"method": "peaks"})
+    old = out / "run_manifest-shard0of2.json"
+    doc = json.loads(old.read_text())
+    assert doc["output_settings"].pop("localize.overlap_check") is True
+    old.write_text(json.dumps(doc))
+    paths = {"0/2": old, "1/2": out / "run_manifest-shard1of2.json"}
+    _manifest(out, 1, 2, localize={"method": "peaks", "overlap_check": False})
+    assert settings_differences(paths) == {}
+    _manifest(out, 1, 2, localize={"method": "peaks"})
+    assert settings_differences(paths) == {"localize.overlap_check": {"0/2": False, "1/2": True}}
+
+
 def test_shards_with_nothing_to_do_leave_a_report_and_tomopick_report_scores_every_run(synth_project, tmp_path,
                                                                                         capsys, caplog):
     """(a) 3 shards on 2 runs: shard 2/3 had none and wrote no report, so `tomopick report` asked to run it;

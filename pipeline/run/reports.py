@@ -423,6 +423,8 @@ def settings_differences(manifests: dict[str, Path]) -> dict[str, dict]:
     """{setting: {shard: value}} for the settings that change the outputs (select.output_settings, as each
     shard's manifest records them) and differ between the shards (``shard -> its run_manifest``; a shard without
     a readable one, or one from before they were recorded, is left out)."""
+    from pipeline.run.select import recorded_before_overlap_check
+
     settings = {}
     for label, path in manifests.items():
         try:
@@ -430,7 +432,7 @@ def settings_differences(manifests: dict[str, Path]) -> dict[str, dict]:
         except (OSError, ValueError, TypeError, KeyError):
             continue
         if isinstance(recorded, dict):
-            settings[label] = recorded
+            settings[label] = recorded_before_overlap_check(recorded, "localize.")
     keys = sorted({key for s in settings.values() for key in s})
     return {key: {label: s.get(key) for label, s in settings.items()} for key in keys
             if len({json.dumps(s.get(key), sort_keys=True) for s in settings.values()}) > 1}

@@ -315,6 +315,16 @@ def localize_settings(cfg: RunConfig) -> dict | None:
     return out
 
 
+def recorded_before_overlap_check(settings, prefix: str = ""):
+    """Localize settings as a done marker (or, with ``prefix`` "localize.", a shard manifest) recorded them, with
+    ``overlap_check: false`` where a peaks record has no such key: it was written before peaks had the check,
+    so those runs were picked without it."""
+    if (isinstance(settings, dict) and settings.get(f"{prefix}method") == "peaks"
+            and f"{prefix}overlap_check" not in settings):
+        return {**settings, f"{prefix}overlap_check": False}
+    return settings
+
+
 def picked_otherwise(cfg: RunConfig, root, run_ids: list[str]) -> dict[str, list[str]]:
     """Of runs skipped as done, those whose done marker records other settings than this job's (localize, and
     segment where both segmented): {run: [the settings that differ, e.g. "thresholds", "segment.ntta"]}."""
@@ -332,6 +342,8 @@ def picked_otherwise(cfg: RunConfig, root, run_ids: list[str]) -> dict[str, list
         differ = []
         for part, prefix in (("localize", ""), ("segment", "segment.")):
             then = info.get(part) if isinstance(info, dict) else None
+            if part == "localize":
+                then = recorded_before_overlap_check(then)
             if isinstance(then, dict) and isinstance(now[part], dict) and then != now[part]:
                 differ += [prefix + k for k in sorted(set(now[part]) | set(then)) if now[part].get(k) != then.get(k)]
         if differ:
