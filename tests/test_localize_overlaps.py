@@ -143,3 +143,20 @@ def test_localize_applies_it_to_peaks_on_every_backend_and_can_be_switched_off()
         assert len(got["large"]) == len(off["large"]) - 1
         assert np.linalg.norm(got["large"].centers_zyx_vox - picks["small"].centers_zyx_vox[0], axis=1).min() > 5
         assert len(got["small"]) == len(off["small"])
+
+
+def test_only_the_classes_picked_claim():
+    """README: with pick_objects naming the large class alone, nothing claims its peaks: its picks are those of
+    the check switched off, the confusion on the small particle included."""
+    rng = np.random.default_rng(5)
+    label_map, picks = _scene()
+    probs = probabilities_of(label_map, rng, blur=1.0)
+    small_particle = ball(label_map.shape, picks["small"].centers_zyx_vox[0], 0.85 * RADIUS["small"])
+    probs[3][small_particle] = (probs[1][small_particle].astype(np.float32) * 0.9).astype(np.float16)
+    settings = LocalizeConfig(method="peaks", thresholds={"default": 0.15})
+    large = [o for o in OBJECTS if o.name == "large"]
+    alone = localize(probs, large, VOXEL_SIZE, settings, backend="cpu")["large"]
+    off = localize(probs, OBJECTS, VOXEL_SIZE, settings, backend="cpu", overlap_check=False)["large"]
+    every = localize(probs, OBJECTS, VOXEL_SIZE, settings, backend="cpu")["large"]
+    np.testing.assert_array_equal(alone.centers_zyx_vox, off.centers_zyx_vox)
+    assert len(every) == len(alone) - 1
