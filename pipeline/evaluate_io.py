@@ -94,11 +94,12 @@ def evaluate_project(
             if reporter is not None:
                 reporter.update()
     t_read = time.perf_counter() - t0
-    if min_score is not None and all_scores_one and any(read for read, _ in picks_read.values()):
+    if min_score is not None and min_score <= 1.0 and all_scores_one and any(read for read, _ in picks_read.values()):
+        # (above 1 it drops them all, which its own warning says)
         log.warning("every predicted pick of %s/%s scores 1.0: picks written without scores (octopi's, for one) "
-                    "read as 1.0, so --min-score %g %s; it sorts picks only where the picker scored them "
-                    "(tomopick's localize does)", pick_user_id, pick_session_id if pick_session_id is not None else "*",
-                    min_score, "leaves none out" if min_score <= 1.0 else "leaves them all out")
+                    "read as 1.0, so --min-score %g leaves none out; it sorts picks only where the picker scored "
+                    "them (tomopick's localize does)", pick_user_id,
+                    pick_session_id if pick_session_id is not None else "*", min_score)
     _warn_runs_without_ground_truth(picks)
     _warn_runs_without_predictions(picks, copick_io.runs_with_pick_set(root, runs, pick_user_id, pick_session_id),
                                    f"{pick_user_id}/{pick_session_id if pick_session_id is not None else '*'}")
