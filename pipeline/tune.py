@@ -3,7 +3,8 @@
 The peaks of a class do not depend on the threshold (it only drops those below it), so for each smoothing and
 window the candidates are found once, at the lowest threshold of the grid, and every threshold is then a
 filter: a sweep costs one localization per (smoothing, window) and run. Each class is tuned on its own (its
-F-beta depends only on its own picks; the final score is their weighted mean). A leave-one-run-out estimate
+F-beta depends only on its own picks, and with the overlap check on the smaller classes' picks, which are
+tuned first; the final score is their weighted mean). A leave-one-run-out estimate
 (tune on all runs but one, score the one left out, counts summed) says whether the tuning generalizes.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from pipeline.evaluate import Counts, object_fbeta, resolve_threshold_scale, score_object
 from pipeline.localize.common import Candidates, Picks, Task, finalize, per_class, size_window
-from pipeline.localize.overlaps import claimed, foreground_fill, keep_mask
+from pipeline.localize.overlaps import check_class, foreground_fill
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,9 @@ class _Fills:
 
 
 def _checked(picks: Picks, run: RunData, task: Task, others: list, fills) -> Picks:
-    """``picks`` after the overlap check (pipeline/localize/overlaps.py) against ``others`` = [(centres,
-    radius)], the picks of the run's other classes."""
-    if not others or len(picks) == 0:
-        return picks
-    keep = keep_mask(picks, task.window.radius, claimed(picks.centers_zyx_vox, task.window.radius, others),
-                     run.probabilities, fills)
-    return picks if keep.all() else Picks(picks.centers_zyx_vox[keep], picks.scores[keep])
+    """``picks`` after the overlap check against ``others`` = [(centres, radius)], the picks of the run's other
+    classes (none: no check)."""
+    return check_class(picks, task.window.radius, others, run.probabilities, fills) if others else picks
 
 
 def _class_table(runs, task: Task, settings, grid, metric, scale, others: list, fills: list):

@@ -14,7 +14,7 @@ class claims (at least 2 of them; with fewer, L's peaks are all kept). Being rel
 networks trained on label spheres of any size (the demo model's segmentations fill far less of a sphere than
 the validation model's). Claims are read from the picks before this step, so the result does not depend on
 the order of the classes.
-Measured in benchmarks/RESULTS.md ("size of the claimed particle").
+Measured in benchmarks/RESULTS.md ("2026-12-03 night: the overlap check").
 
 The fill is counted on crops of the volume around each peak (probabilities or a label map, numpy, torch or
 CuPy): only the crops leave the device, and the same host code decides for every backend.
@@ -98,16 +98,24 @@ def keep_mask(picks: Picks, radius_vox: float, claims: np.ndarray, volume, fill=
     return keep
 
 
+def check_class(picks: Picks, radius_vox: float, others: list[tuple[np.ndarray, float]], volume,
+                fill=foreground_fill) -> Picks:
+    """One class's picks (radius ``radius_vox``) after the rule, ``others`` = [(centres, radius)] of the other
+    classes' picks (the same Picks when none is dropped)."""
+    if len(picks) == 0:
+        return picks
+    keep = keep_mask(picks, radius_vox, claimed(picks.centers_zyx_vox, radius_vox, others), volume, fill)
+    return picks if keep.all() else Picks(np.ascontiguousarray(picks.centers_zyx_vox[keep]), picks.scores[keep])
+
+
 def drop_claimed_by_smaller(picks: dict[str, Picks], tasks: list[Task], volume) -> tuple[dict[str, Picks], dict]:
     """The rule above on one run's picks (``{name: Picks}``, every task present): (picks kept, ``{name: number
     dropped}`` for the classes that lost any)."""
     radius = {t.name: float(t.window.radius) for t in tasks}
     kept, dropped = dict(picks), {}
     for large in tasks:
-        mine = picks[large.name]
         others = [(picks[t.name].centers_zyx_vox, radius[t.name]) for t in tasks if t.name != large.name]
-        keep = keep_mask(mine, radius[large.name], claimed(mine.centers_zyx_vox, radius[large.name], others), volume)
-        if not keep.all():
-            kept[large.name] = Picks(np.ascontiguousarray(mine.centers_zyx_vox[keep]), mine.scores[keep])
-            dropped[large.name] = int((~keep).sum())
+        kept[large.name] = check_class(picks[large.name], radius[large.name], others, volume)
+        if len(kept[large.name]) < len(picks[large.name]):
+            dropped[large.name] = len(picks[large.name]) - len(kept[large.name])
     return kept, dropped
