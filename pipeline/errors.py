@@ -61,3 +61,9 @@ def raise_on_termination() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, handler)
+
+
+def name_list(names, limit: int = 5) -> str:
+    """``TS_1, TS_2, TS_3 and 4 more``: the first ``limit`` names of a message's list, and how many are left."""
+    names = list(names)
+    return ", ".join(map(str, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -10,7 +10,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from pipeline.errors import ConfigError, ProjectError, RunError
+from pipeline.errors import ConfigError, ProjectError, RunError, name_list
 from pipeline.evaluate import (
     DEFAULT_BETA,
     DEFAULT_METRIC,
@@ -135,7 +135,7 @@ def _warn_runs_without_ground_truth(picks: dict) -> None:
     bare = [run_id for run_id, by_object in picks.items()
             if not any(len(gt) for _, gt in by_object.values()) and any(len(pred) for pred, _ in by_object.values())]
     if bare and len(bare) < len(picks):
-        listing = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+        listing = name_list(bare)
         log.warning("%d of the %d runs scored have picks but no ground truth (%s): every pick there counts as a "
                     "false positive, as in octopi; to score only annotated runs, name them with -runs / --run-ids",
                     len(bare), len(picks), listing)
@@ -148,7 +148,7 @@ def _warn_runs_without_predictions(picks: dict, localized: list[str], pick_set: 
     bare = [run_id for run_id, by_object in picks.items()
             if run_id not in localized and any(len(gt) for _, gt in by_object.values())]
     if bare:
-        listing = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+        listing = name_list(bare)
         log.warning("%d of the %d runs scored have ground truth but no picks of %s (%s): every particle there counts "
                     "as missed, as in octopi; localize them, or name the runs to score with -runs / --run-ids",
                     len(bare), len(picks), pick_set, listing)

@@ -67,7 +67,7 @@ def run(args) -> int:
     from pipeline import atomic, copick_io
     from pipeline.cli.common import known_run_ids, list_arg
     from pipeline.config import config_from_dict, overlay
-    from pipeline.errors import ConfigError, RunError
+    from pipeline.errors import ConfigError, RunError, name_list
     from pipeline.evaluate_io import check_pick_sets_exist
     from pipeline.probability_files import (
         check_fits_tomogram,
@@ -113,7 +113,7 @@ def run(args) -> int:
         logging.getLogger("tomopick").warning(
             "%d run(s) with probabilities have no ground-truth picks of %s and are left out of the tuning (each pick "
             "there would count as false): %s", len(bare), gt_set,
-            ", ".join(bare[:10]) + (f" and {len(bare) - 10} more" if len(bare) > 10 else ""))
+            name_list(bare, 10))
         run_ids = annotated
     runs = []
     for run_id in run_ids:

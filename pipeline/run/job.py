@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.device import DeviceChoice, cuda_device_count, resolve_device
+from pipeline.errors import name_list
 from pipeline.run.context import WorkerContext
 from pipeline.run.executors import LocalExecutor, ProcessExecutor
 from pipeline.run.outputs import RunOutputs
@@ -266,7 +267,7 @@ def _warn_unsaved_probabilities(cfg: RunConfig, skipped: list[str]) -> None:
 
     missing = [run_id for run_id in skipped if not probability_path(folder, run_id).is_file()]
     if missing:
-        listing = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        listing = name_list(missing)
         log.warning("%d run(s) skipped as done have no probabilities in %s (%s): their segmentation is not redone; "
                     "--overwrite (output.overwrite: true) segments them again and saves them", len(missing), folder,
                     listing)

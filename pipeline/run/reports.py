@@ -19,6 +19,7 @@ import numpy as np
 from pipeline import atomic
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.device import DeviceChoice
+from pipeline.errors import name_list
 from pipeline.selectors import parse_seg_info
 
 log = logging.getLogger(__name__)
@@ -495,8 +496,7 @@ def describe_missing(missing: dict[str, str], limit: int = 5) -> str:
         by_reason.setdefault(reason, []).append(run_id)
     groups = []
     for reason, runs in by_reason.items():
-        more = f" and {len(runs) - limit} more" if len(runs) > limit else ""
-        groups.append(f"{', '.join(runs[:limit])}{more} ({reason})")
+        groups.append(f"{name_list(runs, limit)} ({reason})")
     return "; ".join(groups)
 
 
