@@ -23,6 +23,9 @@ from pipeline.errors import ConfigError, SelectorError
 from pipeline.schema import _per_class
 from pipeline.selectors import parse_run_ids, parse_seg_info
 
+# the localize keys given per object class: key -> (its CLI flag, lowest and highest value)
+PER_CLASS = {"thresholds": ("--threshold", 0.0, 1.0), "smoothing": ("--smoothing", 0.0, 10.0),
+             "peak_window": ("--peak-window", 0.01, 10.0)}
 
 def check_copick_id(value: str, where: str, source: str) -> None:
     """A user or session id tomopick writes under: copick names files ``{user}_{session}_{object}.json`` and
@@ -115,12 +118,11 @@ def _check_localize(loc: LocalizeConfig, source: str, flags: bool = True) -> Non
     except SelectorError as exc:
         raise ConfigError(f"{source}: 'localize.segmentation': {exc}") from None
     loc.pick_objects = parse_run_ids(loc.pick_objects)
-    for key, low, high in (("thresholds", 0.0, 1.0), ("smoothing", 0.0, 10.0), ("peak_window", 0.01, 10.0)):
+    for key, (flag, low, high) in PER_CLASS.items():
         mapping = {**default(LocalizeConfig, key), **getattr(loc, key)}  # an entry per object, over the default
         bad = {k: v for k, v in mapping.items() if not low <= v <= high}
         if bad:
-            flag = " (--threshold)" if key == "thresholds" else f" (--{key.replace('_', '-')})"
-            flag = flag if flags else ""
+            flag = f" ({flag})" if flags else ""
             raise ConfigError(f"{source}: 'localize.{key}'{flag} has {bad}; each value should be in "
                               f"[{low:g}, {high:g}]")
         setattr(loc, key, mapping)
@@ -214,7 +216,6 @@ def _with_tuned(data: dict, source: str, base: Path) -> dict:
     return {**data, "localize": merged}
 
 
-PER_CLASS = ("thresholds", "smoothing", "peak_window")  # the localize keys given per object class
 
 
 def read_tuned_block(path: Path, where: str) -> dict:

@@ -37,11 +37,12 @@ from pipeline.cli.common import (
     file_arg,
 )
 from pipeline.config import LocalizeConfig, RunConfig, choices, default
+from pipeline.config_checks import PER_CLASS
 
 # the flags that only a method reading class probabilities (peaks) uses -> their dest
 PEAKS_FLAGS = {"--probabilities": "probabilities", "--threshold": "threshold", "--smoothing": "smoothing",
                "--peak-window": "peak_window", "--no-overlap-check": "overlap_check", "--tuned": "tuned"}
-PER_CLASS_KEYS = {"--threshold": "thresholds", "--smoothing": "smoothing", "--peak-window": "peak_window"}
+PER_CLASS_KEYS = {flag: key for key, (flag, _, _) in PER_CLASS.items()}  # flag -> its per-class localize key
 
 
 def add_arguments(p) -> None:
